@@ -1,0 +1,93 @@
+//! Domain patterns for the egress allowlist: `example.com` or `*.example.com`.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A domain the egress proxy may admit. Stored lowercase, without a trailing dot.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DomainPattern {
+    /// Exactly this name.
+    Exact(String),
+    /// Any name ending in `.suffix` (not the suffix itself).
+    Suffix(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{input}` is not a domain pattern: {reason}; write a name like `example.com` or `*.example.com`")]
+pub struct DomainError {
+    input: String,
+    reason: String,
+}
+
+impl FromStr for DomainPattern {
+    type Err = DomainError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |reason: &str| DomainError { input: s.to_string(), reason: reason.to_string() };
+        let lower = s.trim().to_ascii_lowercase();
+        let lower = lower.strip_suffix('.').unwrap_or(&lower);
+        let (suffix, name) = match lower.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, lower),
+        };
+        if name.is_empty() {
+            return Err(err("it is empty"));
+        }
+        if !name.is_ascii() {
+            return Err(err("internationalised names must be written in their ASCII form (xn--...)"));
+        }
+        if name.len() > 253 {
+            return Err(err("it is longer than 253 characters"));
+        }
+        if name.contains('*') {
+            return Err(err("`*` is only allowed as the whole first label (`*.example.com`)"));
+        }
+        for label in name.split('.') {
+            if label.is_empty() {
+                return Err(err("it has an empty label"));
+            }
+            if label.len() > 63 {
+                return Err(err("a label is longer than 63 characters"));
+            }
+            if label.starts_with('-') || label.ends_with('-') {
+                return Err(err("a label starts or ends with `-`"));
+            }
+            if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(err("labels may hold only letters, digits, `-` and `_`"));
+            }
+        }
+        if suffix && !name.contains('.') {
+            return Err(err("a wildcard must cover a registrable name, not a top-level domain"));
+        }
+        Ok(if suffix { DomainPattern::Suffix(name.to_string()) } else { DomainPattern::Exact(name.to_string()) })
+    }
+}
+
+impl fmt::Display for DomainPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DomainPattern::Exact(name) => f.write_str(name),
+            DomainPattern::Suffix(name) => write!(f, "*.{name}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_case_and_trailing_dot() {
+        assert_eq!("Example.COM.".parse(), Ok(DomainPattern::Exact("example.com".into())));
+        assert_eq!("*.GitHub.com".parse(), Ok(DomainPattern::Suffix("github.com".into())));
+        assert_eq!("*.github.com".parse::<DomainPattern>().unwrap().to_string(), "*.github.com");
+    }
+
+    #[test]
+    fn rejects_malformed_patterns() {
+        for bad in ["", "*.", "*.com", "a..b", "-a.com", "a-.com", "ex ample.com", "a.*.com", "*example.com", "bücher.de", &"a".repeat(64)] {
+            let e = bad.parse::<DomainPattern>().unwrap_err().to_string();
+            assert!(e.contains("`*.example.com`"), "{bad}: {e}");
+        }
+    }
+}

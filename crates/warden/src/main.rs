@@ -1,0 +1,55 @@
+//! `warden`: one binary, many roles. This crate is argument parsing and wiring only; the
+//! work lives in the library crates (`warden-policy`, `warden-jail`, ...).
+
+mod doctor;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for bad flags, policies and paths (BSD sysexits EX_USAGE).
+pub const EXIT_USAGE: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "warden",
+    version,
+    about = "Run AI coding agents and the code they write inside defense-in-depth sandboxes",
+    long_about = "Run AI coding agents and the code they write inside defense-in-depth sandboxes.\n\n\
+        A command that warden runs cannot read your secrets, write outside its workspace, reach the \
+        network, see or signal other processes, or exhaust the machine: user, pid, mount, network, ipc \
+        and uts namespaces, Landlock, seccomp, dropped capabilities, cgroups and rlimits enforce it.",
+    after_help = "Start with `warden doctor` to see which layers this host can enforce, then `warden run -- sh`."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Run(run::RunArgs),
+    Doctor(doctor::DoctorArgs),
+}
+
+fn main() -> ExitCode {
+    init_tracing();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::Run(args) => run::main(args),
+        Command::Doctor(args) => doctor::main(args),
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
