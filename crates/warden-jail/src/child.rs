@@ -210,6 +210,21 @@ pub fn init_main(plan: &ChildPlan, exec: &ExecArrays, slots: &mut [RawFd], ctrl:
     if sys::getppid() != plan.parent_pid {
         sys::exit_now(125);
     }
+    // Everything else the supervisor had open (other sandboxes' pipes and files, when it
+    // serves many) is none of this sandbox's business, and holding it would keep those
+    // open: keep only what the setup needs.
+    let mut keep = [-1; 16];
+    let mut n = 0;
+    for fd in [Some(ctrl), plan.landlock].into_iter().chain(plan.stdio).flatten().chain(plan.cgroup_tasks.iter().copied()) {
+        if n < keep.len() {
+            keep[n] = fd;
+            n += 1;
+        }
+    }
+    if n == keep.len() {
+        fail(ctrl, stage::STDIO, libc::EMFILE);
+    }
+    sys::close_all_except(&mut keep).or_fail(ctrl, stage::STDIO);
 
     // The sandbox's identity inside its user namespace: the invoking user's own ids, nothing
     // else (a process may map its own effective ids without privileges).
@@ -339,8 +354,7 @@ fn apply_mount(op: &MountOp, slots: &mut [RawFd]) -> Result<(), (i32, bool)> {
         }
         MountOp::Pivot { dir } => {
             sys::chdir(dir).map_err(hard)?;
-            sys::pivot_root_here().map_err(hard)?;
-            sys::umount_detach(c".").map_err(hard)?;
+            sys::move_here_onto_root().map_err(hard)?;
             sys::chdir(c"/").map_err(hard)
         }
         MountOp::Tmpfs { target, flags, data } => {

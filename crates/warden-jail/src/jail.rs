@@ -556,6 +556,12 @@ impl Jail {
             for p in &read_only {
                 binds.push(Bind { path: p.clone(), kind: kind_of(p).unwrap_or(Kind::Dir), writable: false });
             }
+            // A read-only home under a filesystem the sandbox replaces (/tmp, /run, ...) would
+            // vanish with it: bind it back, read-only (its blocklist masks come after).
+            let replaced = ["/tmp", "/run", "/var/run", "/dev", "/proc", "/sys"];
+            if fsp.home == HomeMode::ReadOnly && home_exists && replaced.iter().any(|r| home_canonical.starts_with(r)) {
+                binds.push(Bind { path: home_canonical.clone(), kind: Kind::Dir, writable: false });
+            }
             let staging = if Path::new("/tmp").is_dir() { PathBuf::from("/tmp") } else { PathBuf::from("/mnt") };
             let plan = mounts::plan(&MountInputs {
                 root: rootfs.clone().unwrap_or_else(|| PathBuf::from("/")),
@@ -873,7 +879,10 @@ impl Supervisor<'_> {
                 kind::READY => tracing::debug!(elapsed_us = self.start.elapsed().as_micros() as u64, "sandbox ready"),
                 kind::WARN => r.warnings.push((m.stage, m.value)),
                 kind::EXEC_FAIL => r.exec_errno = Some(m.value),
-                kind::EXIT => r.command_status = Some(m.value),
+                kind::EXIT => {
+                    tracing::debug!(elapsed_us = self.start.elapsed().as_micros() as u64, "exit reported");
+                    r.command_status = Some(m.value)
+                }
                 kind::PTY => {
                     if let Some(fd) = fd {
                         // SAFETY: the descriptor arrived with SCM_RIGHTS and is ours alone.

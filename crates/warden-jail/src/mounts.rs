@@ -5,7 +5,8 @@
 //!
 //! 1. detach copies of every host tree the view needs (root, devices, workspace, extra
 //!    paths) while they are still reachable, setting read-only, nosuid and nodev on them;
-//! 2. attach the root copy at a staging directory and pivot into it, dropping the host tree;
+//! 2. attach the root copy at a staging directory and move it over `/` as the new root
+//!    (the host tree stays covered underneath, unreachable by any path);
 //! 3. mount a private /tmp (which also holds the mask source), /proc with its sensitive
 //!    files read-only or masked, /dev with only safe device nodes, /sys, /run and the home;
 //! 4. attach the workspace and extra paths, parents before children;
@@ -75,7 +76,7 @@ impl MountOp {
         match self {
             MountOp::Grab { src, .. } => format!("take a copy of the host's {}", s(src)),
             MountOp::Attach { target, .. } => format!("attach {}", s(target)),
-            MountOp::Pivot { dir } => format!("pivot into {}", s(dir)),
+            MountOp::Pivot { dir } => format!("make {} the root", s(dir)),
             MountOp::Tmpfs { target, .. } => format!("mount a tmpfs at {}", s(target)),
             MountOp::Proc { target } => format!("mount procfs at {}", s(target)),
             MountOp::Sysfs { target } => format!("mount sysfs at {}", s(target)),
@@ -233,11 +234,17 @@ pub fn plan(inputs: &MountInputs) -> MountPlan {
     }
 
     match &inputs.home {
-        Some((home, HomeMode::Private)) => ops.push(MountOp::Tmpfs {
-            target: c(home),
-            flags: NOSUID_NODEV,
-            data: cs(&format!("mode=700,size={}", inputs.tmp_size)),
-        }),
+        Some((home, HomeMode::Private)) => {
+            // The home may live under a filesystem replaced above (/tmp, /run): make its path.
+            for p in ancestors_inclusive(home) {
+                ops.push(MountOp::Mkdir { path: c(&p), mode: 0o755 });
+            }
+            ops.push(MountOp::Tmpfs {
+                target: c(home),
+                flags: NOSUID_NODEV,
+                data: cs(&format!("mode=700,size={}", inputs.tmp_size)),
+            })
+        }
         Some((home, HomeMode::Hidden)) => ops.push(MountOp::MaskDir { target: c(home) }),
         Some((_, HomeMode::ReadOnly)) | None => {}
     }

@@ -87,10 +87,16 @@ pub unsafe fn clone3(flags: u64, cgroup: Option<RawFd>) -> SysResult<(pid_t, Raw
     Ok((pid as pid_t, pidfd))
 }
 
-/// `fork`, for the sandbox's init to start the command.
+/// A fork by raw `clone(SIGCHLD)`, for the sandbox's init to start the command.
+///
+/// Not glibc's `fork()`: init itself was cloned from a possibly multi-threaded supervisor,
+/// so locks that other threads held at that moment (malloc's arenas among them) stay locked
+/// in init forever, and glibc's `fork()` takes them for its atfork handling.
 pub fn fork() -> SysResult<pid_t> {
-    // SAFETY: plain fork; callers run only async-signal-safe code in the child.
-    check_int(unsafe { libc::fork() })
+    // SAFETY: clone without CLONE_VM or a new stack behaves as fork; callers run only
+    // async-signal-safe code in the child.
+    let r = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as c_long, 0, 0, 0, 0) };
+    check(r).map(|pid| pid as pid_t)
 }
 
 pub fn open_tree(path: &CStr, recursive: bool) -> SysResult<RawFd> {
@@ -140,17 +146,15 @@ pub fn mount(source: &CStr, target: &CStr, fstype: Option<&CStr>, flags: c_ulong
     Ok(())
 }
 
-pub fn umount_detach(target: &CStr) -> SysResult<()> {
-    // SAFETY: `target` is a valid C string.
-    check_int(unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) })?;
-    Ok(())
-}
-
-/// `pivot_root(".", ".")`: the current directory becomes the root, the old root stays
-/// stacked on it until it is detached.
-pub fn pivot_root_here() -> SysResult<()> {
-    // SAFETY: static C strings.
-    check(unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) })?;
+/// Moves the mount at the current directory over `/` and makes it this process's root,
+/// the way `switch_root` does. The old root stays underneath, covered and unreachable by
+/// any path; unlike `pivot_root` + `umount2`, nothing is unmounted, so the call does not
+/// wait for an RCU grace period (about a millisecond on a small VM).
+pub fn move_here_onto_root() -> SysResult<()> {
+    // SAFETY: static C strings; no data argument.
+    check_int(unsafe { libc::mount(c".".as_ptr(), c"/".as_ptr(), ptr::null(), libc::MS_MOVE, ptr::null()) })?;
+    // SAFETY: static C string.
+    check_int(unsafe { libc::chroot(c".".as_ptr()) })?;
     Ok(())
 }
 
@@ -189,6 +193,26 @@ pub fn close(fd: RawFd) {
 }
 
 /// Closes every descriptor from `first` upwards, except `keep` (which may be -1).
+/// Closes every descriptor except those in `keep` (sorted and deduplicated in place; negative
+/// entries are ignored). Allocates nothing: safe between clone and exec.
+pub fn close_all_except(keep: &mut [RawFd]) -> SysResult<()> {
+    keep.sort_unstable();
+    let mut next: c_uint = 0;
+    for &fd in keep.iter() {
+        if fd < 0 || (fd as c_uint) < next {
+            continue;
+        }
+        if fd as c_uint > next {
+            // SAFETY: close_range only closes descriptors; the range is well-formed.
+            check(unsafe { libc::syscall(libc::SYS_close_range, next, fd as c_uint - 1, 0 as c_uint) })?;
+        }
+        next = fd as c_uint + 1;
+    }
+    // SAFETY: as above.
+    check(unsafe { libc::syscall(libc::SYS_close_range, next, c_uint::MAX, 0 as c_uint) })?;
+    Ok(())
+}
+
 pub fn close_from(first: c_uint, keep: RawFd) -> SysResult<()> {
     let close_range = |lo: c_uint, hi: c_uint| {
         // SAFETY: close_range only closes descriptors; the range is well-formed.
