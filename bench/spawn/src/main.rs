@@ -31,7 +31,11 @@ fn ms(d: Duration) -> String {
 
 fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join(program)).find(|p| p.is_file()))
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(program))
+                .find(|p| p.is_file())
+        })
         .unwrap_or(None)
 }
 
@@ -43,18 +47,35 @@ fn main() {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--iterations" => iterations = args.next().and_then(|v| v.parse().ok()).expect("--iterations N"),
-            "--runsc-every" => runsc_every = args.next().and_then(|v| v.parse().ok()).expect("--runsc-every N"),
+            "--iterations" => {
+                iterations = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--iterations N")
+            }
+            "--runsc-every" => {
+                runsc_every = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--runsc-every N")
+            }
             "--warden" => warden = PathBuf::from(args.next().expect("--warden PATH")),
             "--markdown" => markdown = true,
             "-h" | "--help" => {
-                println!("usage: warden-bench-spawn [--iterations N] [--runsc-every N] [--warden PATH] [--markdown]");
+                println!(
+                    "usage: warden-bench-spawn [--iterations N] [--runsc-every N] [--warden PATH] [--markdown]"
+                );
                 return;
             }
             other => panic!("unknown argument {other}"),
         }
     }
-    let warden = std::fs::canonicalize(&warden).unwrap_or_else(|e| panic!("{}: {e} (build with cargo build --release)", warden.display()));
+    let warden = std::fs::canonicalize(&warden).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (build with cargo build --release)",
+            warden.display()
+        )
+    });
     let work = std::env::temp_dir().join(format!("warden-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work).expect("workspace");
     let w = work.display().to_string();
@@ -63,13 +84,23 @@ fn main() {
 
     let mut contenders: Vec<Contender> = Vec::new();
     let mut add = |name: &str, argv: Vec<String>, every: usize| {
-        contenders.push(Contender { name: name.to_string(), argv, every, samples: Vec::new(), failures: 0 })
+        contenders.push(Contender {
+            name: name.to_string(),
+            argv,
+            every,
+            samples: Vec::new(),
+            failures: 0,
+        })
     };
     let workloads: Vec<(&str, Vec<String>)> = {
         let mut v = vec![("/bin/true", vec!["/bin/true".to_string()])];
         if let Some(py) = &python {
             // The interpreter the sandbox will find on its PATH.
-            let py = if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3".to_string() } else { py.clone() };
+            let py = if Path::new("/usr/bin/python3").exists() {
+                "/usr/bin/python3".to_string()
+            } else {
+                py.clone()
+            };
             v.push(("python3 -c pass", vec![py, "-c".into(), "pass".into()]));
         }
         v
@@ -78,10 +109,24 @@ fn main() {
     let runsc = which("runsc");
     for (label, cmd) in &workloads {
         add(&format!("{label}: no sandbox"), cmd.clone(), 1);
-        let mut wr = vec![wd.clone(), "run".into(), "--workspace".into(), w.clone(), "--".into()];
+        let mut wr = vec![
+            wd.clone(),
+            "run".into(),
+            "--workspace".into(),
+            w.clone(),
+            "--".into(),
+        ];
         wr.extend(cmd.iter().cloned());
         add(&format!("{label}: warden run (full)"), wr, 1);
-        let mut wp = vec![wd.clone(), "run".into(), "--profile".into(), "pod".into(), "--workspace".into(), w.clone(), "--".into()];
+        let mut wp = vec![
+            wd.clone(),
+            "run".into(),
+            "--profile".into(),
+            "pod".into(),
+            "--workspace".into(),
+            w.clone(),
+            "--".into(),
+        ];
         wp.extend(cmd.iter().cloned());
         add(&format!("{label}: warden run (pod)"), wp, 1);
         if let Some(b) = &bwrap {
@@ -109,7 +154,11 @@ fn main() {
             add(&format!("{label}: bwrap"), bw, 1);
         }
         if let Some(r) = &runsc {
-            let mut rs = vec![r.display().to_string(), "--network=none".into(), "do".into()];
+            let mut rs = vec![
+                r.display().to_string(),
+                "--network=none".into(),
+                "do".into(),
+            ];
             rs.extend(cmd.iter().cloned());
             add(&format!("{label}: runsc do"), rs, runsc_every);
         }
@@ -117,9 +166,17 @@ fn main() {
 
     // Warm the page cache and check every contender works before measuring.
     for c in &mut contenders {
-        let ok = Command::new(&c.argv[0]).args(&c.argv[1..]).current_dir(&work).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let ok = Command::new(&c.argv[0])
+            .args(&c.argv[1..])
+            .current_dir(&work)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         if !matches!(ok, Ok(s) if s.success()) {
-            eprintln!("warning: {} does not run here ({ok:?}); its samples will count as failures", c.name);
+            eprintln!(
+                "warning: {} does not run here ({ok:?}); its samples will count as failures",
+                c.name
+            );
         }
     }
     let n = contenders.len();
@@ -130,8 +187,12 @@ fn main() {
                 continue;
             }
             let start = Instant::now();
-            let status =
-                Command::new(&c.argv[0]).args(&c.argv[1..]).current_dir(&work).stdout(Stdio::null()).stderr(Stdio::null()).status();
+            let status = Command::new(&c.argv[0])
+                .args(&c.argv[1..])
+                .current_dir(&work)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
             let took = start.elapsed();
             match status {
                 Ok(s) if s.success() => c.samples.push(took),
@@ -158,18 +219,34 @@ fn main() {
         println!("| contender | runs | p50 ms | p90 ms | p99 ms | mean ms | p50 vs bwrap |");
         println!("|---|---:|---:|---:|---:|---:|---:|");
     } else {
-        println!("{:<34} {:>5} {:>8} {:>8} {:>8} {:>8} {:>10}", "contender", "runs", "p50 ms", "p90 ms", "p99 ms", "mean ms", "vs bwrap");
+        println!(
+            "{:<34} {:>5} {:>8} {:>8} {:>8} {:>8} {:>10}",
+            "contender", "runs", "p50 ms", "p90 ms", "p99 ms", "mean ms", "vs bwrap"
+        );
     }
     for c in &contenders {
         let mut s = c.samples.clone();
         s.sort();
-        let mean = if s.is_empty() { Duration::ZERO } else { s.iter().sum::<Duration>() / s.len() as u32 };
+        let mean = if s.is_empty() {
+            Duration::ZERO
+        } else {
+            s.iter().sum::<Duration>() / s.len() as u32
+        };
         let label = c.name.split(':').next().unwrap_or("");
         let ratio = base(label)
             .filter(|b| !b.is_zero())
-            .map(|b| format!("{:.2}x", percentile(&s, 50.0).as_secs_f64() / b.as_secs_f64()))
+            .map(|b| {
+                format!(
+                    "{:.2}x",
+                    percentile(&s, 50.0).as_secs_f64() / b.as_secs_f64()
+                )
+            })
             .unwrap_or_else(|| "-".into());
-        let runs = if c.failures > 0 { format!("{} ({} failed)", s.len(), c.failures) } else { s.len().to_string() };
+        let runs = if c.failures > 0 {
+            format!("{} ({} failed)", s.len(), c.failures)
+        } else {
+            s.len().to_string()
+        };
         if markdown {
             println!(
                 "| {} | {} | {} | {} | {} | {} | {} |",

@@ -53,7 +53,9 @@ pub struct CgroupMount {
 pub fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
     let mut out = Vec::new();
     for line in text.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else { continue };
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
         let pre: Vec<&str> = pre.split(' ').collect();
         let post: Vec<&str> = post.split(' ').collect();
         if pre.len() < 5 || post.len() < 3 {
@@ -62,14 +64,22 @@ pub fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
         let root = PathBuf::from(unescape(pre[3]));
         let mount_point = PathBuf::from(unescape(pre[4]));
         match post[0] {
-            "cgroup2" => out.push(CgroupMount { v1_controllers: None, mount_point, root }),
+            "cgroup2" => out.push(CgroupMount {
+                v1_controllers: None,
+                mount_point,
+                root,
+            }),
             "cgroup" => {
                 let controllers = post[2]
                     .split(',')
                     .filter(|o| !matches!(*o, "rw" | "ro") && !o.contains('='))
                     .map(str::to_string)
                     .collect();
-                out.push(CgroupMount { v1_controllers: Some(controllers), mount_point, root });
+                out.push(CgroupMount {
+                    v1_controllers: Some(controllers),
+                    mount_point,
+                    root,
+                });
             }
             _ => {}
         }
@@ -83,7 +93,10 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -102,7 +115,11 @@ pub fn parse_proc_cgroup(text: &str) -> Vec<(Vec<String>, PathBuf)> {
             let _id = parts.next()?;
             let controllers = parts.next()?;
             let path = parts.next()?;
-            let list = controllers.split(',').filter(|c| !c.is_empty()).map(str::to_string).collect();
+            let list = controllers
+                .split(',')
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect();
             Some((list, PathBuf::from(path)))
         })
         .collect()
@@ -133,21 +150,34 @@ impl CgroupHost {
         let dir_in = |m: &CgroupMount, path: &Path| {
             let rel = path.strip_prefix(&m.root).unwrap_or(path);
             let rel = rel.strip_prefix("/").unwrap_or(rel);
-            fs_root.join(m.mount_point.strip_prefix("/").unwrap_or(&m.mount_point)).join(rel)
+            fs_root
+                .join(m.mount_point.strip_prefix("/").unwrap_or(&m.mount_point))
+                .join(rel)
         };
-        let v2_dir = mounts.iter().find(|m| m.v1_controllers.is_none()).and_then(|m| {
-            let (_, path) = ours.iter().find(|(c, _)| c.is_empty())?;
-            Some(dir_in(m, path))
-        });
+        let v2_dir = mounts
+            .iter()
+            .find(|m| m.v1_controllers.is_none())
+            .and_then(|m| {
+                let (_, path) = ours.iter().find(|(c, _)| c.is_empty())?;
+                Some(dir_in(m, path))
+            });
         let mut v1_dirs = Vec::new();
         for c in Controller::ALL {
-            let mount = mounts.iter().find(|m| m.v1_controllers.as_ref().is_some_and(|l| l.iter().any(|x| x == c.name())));
+            let mount = mounts.iter().find(|m| {
+                m.v1_controllers
+                    .as_ref()
+                    .is_some_and(|l| l.iter().any(|x| x == c.name()))
+            });
             let place = ours.iter().find(|(l, _)| l.iter().any(|x| x == c.name()));
             if let (Some(m), Some((_, path))) = (mount, place) {
                 v1_dirs.push((c, dir_in(m, path)));
             }
         }
-        CgroupHost { fs_root: fs_root.to_path_buf(), v2_dir, v1_dirs }
+        CgroupHost {
+            fs_root: fs_root.to_path_buf(),
+            v2_dir,
+            v1_dirs,
+        }
     }
 
     /// Controllers the v2 hierarchy offers to our children (from `cgroup.controllers`).
@@ -162,11 +192,23 @@ impl CgroupHost {
     /// A short description for `doctor`.
     pub fn describe(&self) -> String {
         let v2 = match &self.v2_dir {
-            Some(d) => format!("v2 at {} (controllers: {})", d.display(), self.v2_controllers().join(" ")),
+            Some(d) => format!(
+                "v2 at {} (controllers: {})",
+                d.display(),
+                self.v2_controllers().join(" ")
+            ),
             None => "no v2 hierarchy".to_string(),
         };
-        let v1: Vec<String> = self.v1_dirs.iter().map(|(c, d)| format!("{} at {}", c.name(), d.display())).collect();
-        if v1.is_empty() { v2 } else { format!("{v2}; v1: {}", v1.join(", ")) }
+        let v1: Vec<String> = self
+            .v1_dirs
+            .iter()
+            .map(|(c, d)| format!("{} at {}", c.name(), d.display()))
+            .collect();
+        if v1.is_empty() {
+            v2
+        } else {
+            format!("{v2}; v1: {}", v1.join(", "))
+        }
     }
 }
 
@@ -207,14 +249,25 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A name unique among this host's sandboxes: `warden-<pid>-<n>`.
 pub fn unique_name() -> String {
-    format!("warden-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "warden-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl SandboxCgroup {
     /// Creates the sandbox's cgroups and sets the limits it can. Returns the cgroup (if any
     /// directory could be made) and one report per controller.
-    pub fn create(host: &CgroupHost, name: &str, limits: &CgroupLimits) -> (SandboxCgroup, Vec<LayerReport>) {
-        let mut cg = SandboxCgroup { dirs: Vec::new(), memory_dir: None };
+    pub fn create(
+        host: &CgroupHost,
+        name: &str,
+        limits: &CgroupLimits,
+    ) -> (SandboxCgroup, Vec<LayerReport>) {
+        let mut cg = SandboxCgroup {
+            dirs: Vec::new(),
+            memory_dir: None,
+        };
         let mut reports = Vec::new();
         let v2_available = host.v2_controllers();
 
@@ -226,7 +279,10 @@ impl SandboxCgroup {
             let path = base.join(name);
             match fs::create_dir(&path) {
                 Ok(()) => {
-                    cg.dirs.push(Dir { path: path.clone(), v2: true });
+                    cg.dirs.push(Dir {
+                        path: path.clone(),
+                        v2: true,
+                    });
                     v2_dir = Some(path);
                 }
                 Err(e) => v2_error = Some(format!("cannot create {}: {e}", path.display())),
@@ -245,15 +301,24 @@ impl SandboxCgroup {
                     match enable_v2(base, c).and_then(|()| write_limit(dir, c, limits, true)) {
                         Ok(detail) => {
                             if c == Controller::Memory {
-                                cg.memory_dir = Some(Dir { path: dir.clone(), v2: true });
+                                cg.memory_dir = Some(Dir {
+                                    path: dir.clone(),
+                                    v2: true,
+                                });
                             }
-                            reports.push(LayerReport::enforced(c.layer(), format!("{detail} (cgroup v2)")));
+                            reports.push(LayerReport::enforced(
+                                c.layer(),
+                                format!("{detail} (cgroup v2)"),
+                            ));
                             continue;
                         }
                         Err(e) => why.push(format!("v2: {e}")),
                     }
                 } else {
-                    why.push(format!("v2: controller not available in {}", base.display()));
+                    why.push(format!(
+                        "v2: controller not available in {}",
+                        base.display()
+                    ));
                 }
             } else if let Some(e) = &v2_error {
                 why.push(format!("v2: {e}"));
@@ -271,15 +336,24 @@ impl SandboxCgroup {
                     };
                     match made.and_then(|()| {
                         if !cg.dirs.iter().any(|d| d.path == path) {
-                            cg.dirs.push(Dir { path: path.clone(), v2: false });
+                            cg.dirs.push(Dir {
+                                path: path.clone(),
+                                v2: false,
+                            });
                         }
                         write_limit(&path, c, limits, false)
                     }) {
                         Ok(detail) => {
                             if c == Controller::Memory {
-                                cg.memory_dir = Some(Dir { path: path.clone(), v2: false });
+                                cg.memory_dir = Some(Dir {
+                                    path: path.clone(),
+                                    v2: false,
+                                });
                             }
-                            reports.push(LayerReport::enforced(c.layer(), format!("{detail} (cgroup v1)")));
+                            reports.push(LayerReport::enforced(
+                                c.layer(),
+                                format!("{detail} (cgroup v1)"),
+                            ));
                             continue;
                         }
                         Err(e) => why.push(format!("v1: {e}")),
@@ -313,7 +387,12 @@ impl SandboxCgroup {
                     .write(true)
                     .open(d.path.join("tasks"))
                     .map(OwnedFd::from)
-                    .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", d.path.join("tasks").display())))
+                    .map_err(|e| {
+                        io::Error::new(
+                            e.kind(),
+                            format!("cannot open {}: {e}", d.path.join("tasks").display()),
+                        )
+                    })
             })
             .collect()
     }
@@ -329,12 +408,18 @@ impl SandboxCgroup {
         for d in &self.dirs {
             for _ in 0..16 {
                 let procs = fs::read_to_string(d.path.join("cgroup.procs")).unwrap_or_default();
-                let pids: Vec<i32> = procs.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+                let pids: Vec<i32> = procs
+                    .split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect();
                 if pids.is_empty() {
                     break;
                 }
                 for pid in pids {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                 }
             }
         }
@@ -343,12 +428,18 @@ impl SandboxCgroup {
     /// How many times the kernel's OOM killer killed a process of this sandbox.
     pub fn oom_kills(&self) -> u64 {
         let Some(d) = &self.memory_dir else { return 0 };
-        let file = if d.v2 { "memory.events" } else { "memory.oom_control" };
+        let file = if d.v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
         fs::read_to_string(d.path.join(file))
             .ok()
             .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse().ok()))
+                s.lines().find_map(|l| {
+                    l.strip_prefix("oom_kill ")
+                        .and_then(|n| n.trim().parse().ok())
+                })
             })
             .unwrap_or(0)
     }
@@ -407,10 +498,16 @@ fn enable_v2(base: &Path, c: Controller) -> Result<(), String> {
 }
 
 fn write(dir: &Path, file: &str, value: &str) -> Result<(), String> {
-    fs::write(dir.join(file), value).map_err(|e| format!("cannot write {value} to {}: {e}", dir.join(file).display()))
+    fs::write(dir.join(file), value)
+        .map_err(|e| format!("cannot write {value} to {}: {e}", dir.join(file).display()))
 }
 
-fn write_limit(dir: &Path, c: Controller, limits: &CgroupLimits, v2: bool) -> Result<String, String> {
+fn write_limit(
+    dir: &Path,
+    c: Controller,
+    limits: &CgroupLimits,
+    v2: bool,
+) -> Result<String, String> {
     match c {
         Controller::Memory => {
             let bytes = limits.memory.unwrap_or(u64::MAX);
@@ -473,7 +570,10 @@ mod tests {
         assert_eq!(
             host.v1_dirs,
             [
-                (Controller::Memory, PathBuf::from("/sys/fs/cgroup/memory/process_api/abc")),
+                (
+                    Controller::Memory,
+                    PathBuf::from("/sys/fs/cgroup/memory/process_api/abc")
+                ),
                 (Controller::Pids, PathBuf::from("/sys/fs/cgroup/pids/")),
                 (Controller::Cpu, PathBuf::from("/sys/fs/cgroup/cpu/")),
             ]
@@ -482,13 +582,24 @@ mod tests {
 
     #[test]
     fn parses_a_v2_host_with_a_namespaced_root() {
-        let mi = "35 24 0:30 /user.slice /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
+        let mi =
+            "35 24 0:30 /user.slice /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
         let host = CgroupHost::from_texts(Path::new("/"), mi, "0::/user.slice/session-3.scope\n");
-        assert_eq!(host.v2_dir, Some(PathBuf::from("/sys/fs/cgroup/session-3.scope")));
+        assert_eq!(
+            host.v2_dir,
+            Some(PathBuf::from("/sys/fs/cgroup/session-3.scope"))
+        );
         assert!(host.v1_dirs.is_empty());
-        let comounted = "26 25 0:23 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n";
+        let comounted =
+            "26 25 0:23 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n";
         let host = CgroupHost::from_texts(Path::new("/"), comounted, "3:cpu,cpuacct:/a\n");
-        assert_eq!(host.v1_dirs, [(Controller::Cpu, PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/a"))]);
+        assert_eq!(
+            host.v1_dirs,
+            [(
+                Controller::Cpu,
+                PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/a")
+            )]
+        );
     }
 
     #[test]
@@ -508,17 +619,36 @@ mod tests {
     fn writes_v2_limits_in_a_fake_tree() {
         let tmp = tempfile::tempdir().unwrap();
         fake_v2(tmp.path(), "cpu memory pids");
-        let host = CgroupHost::from_texts(tmp.path(), "1 1 0:1 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n", "0::/app\n");
-        let limits = CgroupLimits { memory: Some(64 << 20), pids: Some(32), cpus: Some(1.5) };
+        let host = CgroupHost::from_texts(
+            tmp.path(),
+            "1 1 0:1 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n",
+            "0::/app\n",
+        );
+        let limits = CgroupLimits {
+            memory: Some(64 << 20),
+            pids: Some(32),
+            cpus: Some(1.5),
+        };
         let (cg, reports) = SandboxCgroup::create(&host, "warden-test", &limits);
         let dir = tmp.path().join("sys/fs/cgroup/app/warden-test");
         assert!(reports.iter().all(LayerReport::is_enforced), "{reports:?}");
-        assert_eq!(fs::read_to_string(dir.join("memory.max")).unwrap(), (64u64 << 20).to_string());
+        assert_eq!(
+            fs::read_to_string(dir.join("memory.max")).unwrap(),
+            (64u64 << 20).to_string()
+        );
         assert_eq!(fs::read_to_string(dir.join("pids.max")).unwrap(), "32");
-        assert_eq!(fs::read_to_string(dir.join("cpu.max")).unwrap(), "150000 100000");
-        let enabled = fs::read_to_string(tmp.path().join("sys/fs/cgroup/app/cgroup.subtree_control")).unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.join("cpu.max")).unwrap(),
+            "150000 100000"
+        );
+        let enabled =
+            fs::read_to_string(tmp.path().join("sys/fs/cgroup/app/cgroup.subtree_control"))
+                .unwrap();
         for c in ["+memory", "+pids", "+cpu"] {
-            assert!(enabled.lines().any(|l| l == c), "{c} not enabled: {enabled:?}");
+            assert!(
+                enabled.lines().any(|l| l == c),
+                "{c} not enabled: {enabled:?}"
+            );
         }
         // a plain directory with files in it cannot be rmdir'ed; clean it for the drop
         for f in ["memory.max", "pids.max", "cpu.max"] {
@@ -532,13 +662,33 @@ mod tests {
     fn reports_why_a_limit_cannot_be_set() {
         let tmp = tempfile::tempdir().unwrap();
         fake_v2(tmp.path(), "cpu");
-        let host = CgroupHost::from_texts(tmp.path(), "1 1 0:1 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n", "0::/app\n");
-        let limits = CgroupLimits { memory: Some(64 << 20), pids: None, cpus: None };
+        let host = CgroupHost::from_texts(
+            tmp.path(),
+            "1 1 0:1 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n",
+            "0::/app\n",
+        );
+        let limits = CgroupLimits {
+            memory: Some(64 << 20),
+            pids: None,
+            cpus: None,
+        };
         let (_cg, reports) = SandboxCgroup::create(&host, "warden-x", &limits);
-        let mem = reports.iter().find(|r| r.layer == Layer::CgroupMemory).unwrap();
+        let mem = reports
+            .iter()
+            .find(|r| r.layer == Layer::CgroupMemory)
+            .unwrap();
         let text = format!("{mem:?}");
-        assert!(text.contains("controller not available") && text.contains("v1: not mounted"), "{text}");
-        let pids = reports.iter().find(|r| r.layer == Layer::CgroupPids).unwrap();
-        assert!(matches!(pids.status, crate::layer::LayerStatus::NotRequested { .. }));
+        assert!(
+            text.contains("controller not available") && text.contains("v1: not mounted"),
+            "{text}"
+        );
+        let pids = reports
+            .iter()
+            .find(|r| r.layer == Layer::CgroupPids)
+            .unwrap();
+        assert!(matches!(
+            pids.status,
+            crate::layer::LayerStatus::NotRequested { .. }
+        ));
     }
 }

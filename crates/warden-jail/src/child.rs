@@ -180,7 +180,17 @@ impl ExecArrays {
 }
 
 fn send(ctrl: RawFd, kind: u32, stage: u32, value: i32) {
-    let _ = sys::send_msg(ctrl, &Msg { kind, stage, value, extra: 0 }.to_bytes(), None);
+    let _ = sys::send_msg(
+        ctrl,
+        &Msg {
+            kind,
+            stage,
+            value,
+            extra: 0,
+        }
+        .to_bytes(),
+        None,
+    );
 }
 
 fn fail(ctrl: RawFd, stage: u32, errno: i32) -> ! {
@@ -205,7 +215,11 @@ impl<T> OrFail<T> for SysResult<T> {
 pub fn init_main(plan: &ChildPlan, exec: &ExecArrays, slots: &mut [RawFd], ctrl: RawFd) -> ! {
     // Die with the supervisor. In pod isolation there is no pid namespace to take the
     // command's tree down with init, so init asks to be told instead, and cleans up.
-    let death = if plan.full { libc::SIGKILL } else { teardown_signal() };
+    let death = if plan.full {
+        libc::SIGKILL
+    } else {
+        teardown_signal()
+    };
     sys::prctl(libc::PR_SET_PDEATHSIG, death as libc::c_ulong).or_fail(ctrl, stage::DEATH_SIGNAL);
     if sys::getppid() != plan.parent_pid {
         sys::exit_now(125);
@@ -213,9 +227,16 @@ pub fn init_main(plan: &ChildPlan, exec: &ExecArrays, slots: &mut [RawFd], ctrl:
     // Everything else the supervisor had open (other sandboxes' pipes and files, when it
     // serves many) is none of this sandbox's business, and holding it would keep those
     // open: keep only what the setup needs.
+    // 0, 1 and 2 are warden's own stdio, which the command inherits unless replaced.
     let mut keep = [-1; 16];
-    let mut n = 0;
-    for fd in [Some(ctrl), plan.landlock].into_iter().chain(plan.stdio).flatten().chain(plan.cgroup_tasks.iter().copied()) {
+    keep[..3].copy_from_slice(&[0, 1, 2]);
+    let mut n = 3;
+    for fd in [Some(ctrl), plan.landlock]
+        .into_iter()
+        .chain(plan.stdio)
+        .flatten()
+        .chain(plan.cgroup_tasks.iter().copied())
+    {
         if n < keep.len() {
             keep[n] = fd;
             n += 1;
@@ -230,8 +251,10 @@ pub fn init_main(plan: &ChildPlan, exec: &ExecArrays, slots: &mut [RawFd], ctrl:
     // else (a process may map its own effective ids without privileges).
     if plan.full {
         sys::write_file(c"/proc/self/setgroups", b"deny").or_fail(ctrl, stage::ID_MAP);
-        sys::write_file(c"/proc/self/uid_map", plan.uid_map.to_bytes()).or_fail(ctrl, stage::ID_MAP);
-        sys::write_file(c"/proc/self/gid_map", plan.gid_map.to_bytes()).or_fail(ctrl, stage::ID_MAP);
+        sys::write_file(c"/proc/self/uid_map", plan.uid_map.to_bytes())
+            .or_fail(ctrl, stage::ID_MAP);
+        sys::write_file(c"/proc/self/gid_map", plan.gid_map.to_bytes())
+            .or_fail(ctrl, stage::ID_MAP);
     }
     for &fd in &plan.cgroup_tasks {
         sys::write_all(fd, b"0").or_fail(ctrl, stage::CGROUP);
@@ -342,7 +365,12 @@ fn apply_mount(op: &MountOp, slots: &mut [RawFd]) -> Result<(), (i32, bool)> {
         other => other.map_err(hard),
     };
     match op {
-        MountOp::Grab { src, slot, recursive, set } => {
+        MountOp::Grab {
+            src,
+            slot,
+            recursive,
+            set,
+        } => {
             let fd = sys::open_tree(src, *recursive).map_err(hard)?;
             slots[*slot] = fd;
             sys::mount_setattr_fd(fd, *recursive, *set, 0, true).map_err(hard)
@@ -357,9 +385,11 @@ fn apply_mount(op: &MountOp, slots: &mut [RawFd]) -> Result<(), (i32, bool)> {
             sys::move_here_onto_root().map_err(hard)?;
             sys::chdir(c"/").map_err(hard)
         }
-        MountOp::Tmpfs { target, flags, data } => {
-            sys::mount(c"tmpfs", target, Some(c"tmpfs"), *flags, Some(data)).map_err(hard)
-        }
+        MountOp::Tmpfs {
+            target,
+            flags,
+            data,
+        } => sys::mount(c"tmpfs", target, Some(c"tmpfs"), *flags, Some(data)).map_err(hard),
         MountOp::Proc { target } => sys::mount(
             c"proc",
             target,
@@ -373,7 +403,14 @@ fn apply_mount(op: &MountOp, slots: &mut [RawFd]) -> Result<(), (i32, bool)> {
             match sys::mount(c"sysfs", target, Some(c"sysfs"), flags, None) {
                 Ok(()) => Ok(()),
                 Err(_) => {
-                    sys::mount(c"tmpfs", target, Some(c"tmpfs"), flags, Some(c"size=0,nr_inodes=1,mode=555")).map_err(hard)?;
+                    sys::mount(
+                        c"tmpfs",
+                        target,
+                        Some(c"tmpfs"),
+                        flags,
+                        Some(c"size=0,nr_inodes=1,mode=555"),
+                    )
+                    .map_err(hard)?;
                     // Reported as a warning so the supervisor can say /sys is empty.
                     Err((libc::EPERM, true))
                 }
@@ -392,7 +429,11 @@ fn apply_mount(op: &MountOp, slots: &mut [RawFd]) -> Result<(), (i32, bool)> {
             Err(e) => Err(hard(e)),
         },
         MountOp::Touch { path, mode } => {
-            match sys::open(path, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW, *mode) {
+            match sys::open(
+                path,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+                *mode,
+            ) {
                 Ok(fd) => {
                     sys::close(fd);
                     Ok(())
@@ -410,7 +451,12 @@ fn apply_mount(op: &MountOp, slots: &mut [RawFd]) -> Result<(), (i32, bool)> {
                 Err(libc::ENOENT) => return Ok(()),
                 other => other.map_err(hard)?,
             }
-            let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+            let flags = libc::MS_REMOUNT
+                | libc::MS_BIND
+                | libc::MS_RDONLY
+                | libc::MS_NOSUID
+                | libc::MS_NODEV
+                | libc::MS_NOEXEC;
             sys::mount(c"none", path, None, flags, None).map_err(hard)
         }
         MountOp::MaskFile { target } => {
@@ -419,7 +465,12 @@ fn apply_mount(op: &MountOp, slots: &mut [RawFd]) -> Result<(), (i32, bool)> {
                 Err(libc::ENOENT) => return Ok(()),
                 other => other.map_err(hard)?,
             }
-            let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+            let flags = libc::MS_REMOUNT
+                | libc::MS_BIND
+                | libc::MS_RDONLY
+                | libc::MS_NOSUID
+                | libc::MS_NODEV
+                | libc::MS_NOEXEC;
             sys::mount(c"none", target, None, flags, None).map_err(hard)
         }
         MountOp::MaskDir { target } => missing_ok(sys::mount(
@@ -429,7 +480,9 @@ fn apply_mount(op: &MountOp, slots: &mut [RawFd]) -> Result<(), (i32, bool)> {
             libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
             Some(c"size=0,nr_inodes=1,mode=555"),
         )),
-        MountOp::Sysctl { path, value } => sys::write_file(path, value.to_bytes()).map_err(|e| (e, true)),
+        MountOp::Sysctl { path, value } => {
+            sys::write_file(path, value.to_bytes()).map_err(|e| (e, true))
+        }
         MountOp::Unlink { path } => missing_ok(sys::unlink(path)),
     }
 }
@@ -440,8 +493,11 @@ fn c_mask_source() -> &'static std::ffi::CStr {
 }
 
 fn open_pty(ctrl: RawFd, winsize: Option<(u16, u16)>) -> RawFd {
-    let master = sys::open(c"/dev/ptmx", libc::O_RDWR | libc::O_NOCTTY, 0).or_fail(ctrl, stage::PTY);
-    sys::ioctl_int(master, libc::TIOCSPTLCK as libc::c_ulong, 0).or_fail(ctrl, stage::PTY);
+    let master =
+        sys::open(c"/dev/ptmx", libc::O_RDWR | libc::O_NOCTTY, 0).or_fail(ctrl, stage::PTY);
+    let mut unlock: c_int = 0;
+    sys::ioctl_ptr(master, libc::TIOCSPTLCK as libc::c_ulong, &mut unlock)
+        .or_fail(ctrl, stage::PTY);
     let mut n: c_int = 0;
     sys::ioctl_ptr(master, libc::TIOCGPTN as libc::c_ulong, &mut n).or_fail(ctrl, stage::PTY);
     // "/dev/pts/" + up to 10 digits + NUL, formatted without allocating.
@@ -465,10 +521,23 @@ fn open_pty(ctrl: RawFd, winsize: Option<(u16, u16)>) -> RawFd {
     let cpath = std::ffi::CStr::from_bytes_until_nul(&path).unwrap_or(c"/dev/null");
     let slave = sys::open(cpath, libc::O_RDWR | libc::O_NOCTTY, 0).or_fail(ctrl, stage::PTY);
     if let Some((rows, cols)) = winsize {
-        let mut ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        let mut ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
         let _ = sys::ioctl_ptr(slave, libc::TIOCSWINSZ, &mut ws);
     }
-    if let Err(e) = sys::send_msg(ctrl, &Msg { kind: kind::PTY, ..Msg::default() }.to_bytes(), Some(master)) {
+    if let Err(e) = sys::send_msg(
+        ctrl,
+        &Msg {
+            kind: kind::PTY,
+            ..Msg::default()
+        }
+        .to_bytes(),
+        Some(master),
+    ) {
         fail(ctrl, stage::PTY, e);
     }
     sys::close(master);
@@ -485,9 +554,13 @@ fn drop_capabilities(plan: &ChildPlan, ctrl: RawFd) {
             Err(e) => fail(ctrl, stage::CAPABILITIES, e),
         }
     }
-    let _ = sys::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong);
+    let _ = sys::prctl(
+        libc::PR_CAP_AMBIENT,
+        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+    );
     // Root inside the sandbox gets no capabilities back on execve, ever.
-    const SECUREBITS: libc::c_ulong = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 5) | (1 << 6) | (1 << 7);
+    const SECUREBITS: libc::c_ulong =
+        (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 5) | (1 << 6) | (1 << 7);
     match sys::prctl(libc::PR_SET_SECUREBITS, SECUREBITS) {
         Ok(_) => {}
         Err(libc::EPERM) if !plan.full => {}
@@ -501,7 +574,13 @@ fn drop_capabilities(plan: &ChildPlan, ctrl: RawFd) {
     }
 }
 
-fn exec_command(plan: &ChildPlan, exec: &ExecArrays, slave: Option<RawFd>, mask: &libc::sigset_t, ctrl: RawFd) -> ! {
+fn exec_command(
+    plan: &ChildPlan,
+    exec: &ExecArrays,
+    slave: Option<RawFd>,
+    mask: &libc::sigset_t,
+    ctrl: RawFd,
+) -> ! {
     // Ignored signals stay ignored across execve; Rust ignores SIGPIPE for warden itself.
     sys::default_signal(libc::SIGPIPE);
     if sys::set_signal_mask(mask).is_err() {
@@ -535,7 +614,11 @@ fn exec_command(plan: &ChildPlan, exec: &ExecArrays, slave: Option<RawFd>, mask:
             }
         }
     }
-    let errno = if denied && last == libc::ENOENT { libc::EACCES } else { last };
+    let errno = if denied && last == libc::ENOENT {
+        libc::EACCES
+    } else {
+        last
+    };
     send(ctrl, kind::EXEC_FAIL, 0, errno);
     sys::exit_now(if errno == libc::ENOENT { 127 } else { 126 })
 }
@@ -637,13 +720,21 @@ mod tests {
 
     #[test]
     fn messages_round_trip() {
-        let m = Msg { kind: kind::EXIT, stage: 7, value: -3, extra: 99 };
+        let m = Msg {
+            kind: kind::EXIT,
+            stage: 7,
+            value: -3,
+            extra: 99,
+        };
         assert_eq!(Msg::from_bytes(&m.to_bytes()), Some(m));
         assert_eq!(Msg::from_bytes(&[0; 3]), None);
     }
 
     #[test]
     fn mask_source_constant_matches() {
-        assert_eq!(c_mask_source().to_str().unwrap(), crate::mounts::MASK_SOURCE);
+        assert_eq!(
+            c_mask_source().to_str().unwrap(),
+            crate::mounts::MASK_SOURCE
+        );
     }
 }

@@ -24,7 +24,10 @@ impl HostUser {
             .map(PathBuf::from)
             .filter(|p| p.is_absolute())
             .or_else(|| {
-                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map(|u| u.dir)
+                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                    .ok()
+                    .flatten()
+                    .map(|u| u.dir)
             })
             .unwrap_or_else(|| PathBuf::from("/"));
         let mut homes = vec![home.clone(), PathBuf::from("/root")];
@@ -36,18 +39,29 @@ impl HostUser {
             }
         }
         // The canonical form too: /home may be a symlink (e.g. to /var/home).
-        let canonical: Vec<PathBuf> = homes.iter().filter_map(|h| fs::canonicalize(h).ok()).collect();
+        let canonical: Vec<PathBuf> = homes
+            .iter()
+            .filter_map(|h| fs::canonicalize(h).ok())
+            .collect();
         homes.extend(canonical);
         homes.retain(|h| h != Path::new("/"));
         homes.sort();
         homes.dedup();
-        HostUser { uid, gid, home, homes }
+        HostUser {
+            uid,
+            gid,
+            home,
+            homes,
+        }
     }
 }
 
 /// The highest capability number the kernel knows.
 pub fn cap_last_cap() -> u32 {
-    fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(63)
+    fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(63)
 }
 
 /// Whether this process may create a user namespace, and why not. A cheap reading of the
@@ -60,7 +74,10 @@ pub fn user_namespaces() -> Result<(), String> {
     let root = nix::unistd::geteuid().is_root();
     if !root {
         if read("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
-            return Err("kernel.unprivileged_userns_clone is 0 (unprivileged user namespaces are disabled)".into());
+            return Err(
+                "kernel.unprivileged_userns_clone is 0 (unprivileged user namespaces are disabled)"
+                    .into(),
+            );
         }
         if read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1") {
             return Err("AppArmor restricts unprivileged user namespaces (kernel.apparmor_restrict_unprivileged_userns = 1)".into());
@@ -71,7 +88,9 @@ pub fn user_namespaces() -> Result<(), String> {
 
 /// The running kernel's release string.
 pub fn kernel_release() -> String {
-    nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_else(|_| "unknown".into())
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Paths of gVisor's runsc, if installed (for the optional runtime layer).

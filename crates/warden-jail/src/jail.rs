@@ -20,7 +20,9 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::SignalFd;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use serde::Serialize;
-use warden_policy::{HomeMode, Isolation, NetworkMode, PolicyError, ReadScope, SandboxPolicy, blocklist};
+use warden_policy::{
+    HomeMode, Isolation, NetworkMode, PolicyError, ReadScope, SandboxPolicy, blocklist,
+};
 
 use crate::cgroup::{CgroupHost, CgroupLimits, SandboxCgroup};
 use crate::child::{self, ChildPlan, ExecArrays, Msg, kind, stage};
@@ -32,7 +34,9 @@ use crate::seccomp::{self, SeccompOptions};
 use crate::sys;
 
 /// System directories readable with `read_scope = "system"`, where they exist.
-pub const SYSTEM_DIRS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/nix"];
+pub const SYSTEM_DIRS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/nix",
+];
 
 /// What to run, and how.
 #[derive(Debug)]
@@ -67,14 +71,19 @@ pub enum JailError {
     Unavailable(Vec<LayerReport>),
     /// Setting up the sandbox failed (exit 125).
     #[error("cannot {step}: {errno}")]
-    Setup { step: String, errno: nix::errno::Errno },
+    Setup {
+        step: String,
+        errno: nix::errno::Errno,
+    },
     /// Something else went wrong on the host side (exit 70).
     #[error("{0}")]
     Host(String),
 }
 
 fn unavailable_message(reports: &[LayerReport]) -> String {
-    let mut s = String::from("refusing to run: the policy needs isolation layers this host cannot enforce:\n");
+    let mut s = String::from(
+        "refusing to run: the policy needs isolation layers this host cannot enforce:\n",
+    );
     for r in reports {
         if let LayerStatus::Unavailable { reason } = &r.status {
             s.push_str(&format!("  {}: {}\n", r.layer, reason));
@@ -83,7 +92,11 @@ fn unavailable_message(reports: &[LayerReport]) -> String {
     let names: Vec<&str> = reports.iter().map(|r| r.layer.name()).collect();
     s.push_str(&format!(
         "run `warden doctor` for details; to run with a weaker sandbox anyway, add {}",
-        names.iter().map(|n| format!("--allow-degraded {n}")).collect::<Vec<_>>().join(" ")
+        names
+            .iter()
+            .map(|n| format!("--allow-degraded {n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     ));
     s
 }
@@ -104,14 +117,22 @@ impl JailError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Termination {
-    Exited { code: i32 },
-    Signaled { signal: i32 },
+    Exited {
+        code: i32,
+    },
+    Signaled {
+        signal: i32,
+    },
     /// The wall-clock timeout fired and the whole process tree was killed.
-    TimedOut { after_ms: u64 },
+    TimedOut {
+        after_ms: u64,
+    },
     /// The program was not found inside the sandbox.
     NotFound,
     /// The program was found but could not be executed.
-    NotExecutable { error: String },
+    NotExecutable {
+        error: String,
+    },
 }
 
 /// The result of running a sandbox.
@@ -152,7 +173,11 @@ fn policy_err(field: &str, msg: String) -> JailError {
 
 fn canonical_existing(field: &str, path: &Path) -> Result<PathBuf, JailError> {
     fs::canonicalize(path).map_err(|e| {
-        let why = if e.kind() == io::ErrorKind::NotFound { "does not exist".to_string() } else { e.to_string() };
+        let why = if e.kind() == io::ErrorKind::NotFound {
+            "does not exist".to_string()
+        } else {
+            e.to_string()
+        };
         policy_err(field, format!("`{}` {why}", path.display()))
     })
 }
@@ -163,7 +188,8 @@ fn kind_of(path: &Path) -> Option<Kind> {
 }
 
 fn cstring(s: &OsStr) -> Result<CString, JailError> {
-    CString::new(s.as_bytes()).map_err(|_| policy_err("command", format!("{s:?} contains a NUL byte")))
+    CString::new(s.as_bytes())
+        .map_err(|_| policy_err("command", format!("{s:?} contains a NUL byte")))
 }
 
 impl Jail {
@@ -174,14 +200,19 @@ impl Jail {
         let policy = &config.policy;
         policy.validate()?;
         if config.command.is_empty() {
-            return Err(policy_err("command", "is missing: give the program to run after `--`".into()));
+            return Err(policy_err(
+                "command",
+                "is missing: give the program to run after `--`".into(),
+            ));
         }
         let full = policy.isolation == Isolation::Full;
         let mut layers: Vec<LayerReport> = Vec::new();
         let mut warnings: Vec<String> = Vec::new();
         let mut unavailable: Vec<LayerReport> = Vec::new();
         let mut require = |report: LayerReport, layers: &mut Vec<LayerReport>| {
-            if matches!(report.status, LayerStatus::Unavailable { .. }) && !config.degraded.allows(report.layer) {
+            if matches!(report.status, LayerStatus::Unavailable { .. })
+                && !config.degraded.allows(report.layer)
+            {
                 unavailable.push(report.clone());
             }
             layers.push(report);
@@ -194,9 +225,16 @@ impl Jail {
             )]));
         }
 
-        tracing::trace!(us = t_prep.elapsed().as_micros() as u64, "prepare: before start");
+        tracing::trace!(
+            us = t_prep.elapsed().as_micros() as u64,
+            "prepare: before start"
+        );
         // --- who and where ---------------------------------------------------------------
-        let env_home = config.host_env.iter().find(|(k, _)| k == "HOME").map(|(_, v)| v.clone());
+        let env_home = config
+            .host_env
+            .iter()
+            .find(|(k, _)| k == "HOME")
+            .map(|(_, v)| v.clone());
         let user = HostUser::current(env_home);
         let fsp = &policy.filesystem;
         let workspace = canonical_existing(
@@ -204,7 +242,10 @@ impl Jail {
             fsp.workspace.as_deref().unwrap_or(&config.cwd),
         )?;
         if !workspace.is_dir() {
-            return Err(policy_err("filesystem.workspace", format!("`{}` is not a directory", workspace.display())));
+            return Err(policy_err(
+                "filesystem.workspace",
+                format!("`{}` is not a directory", workspace.display()),
+            ));
         }
         let read_only = fsp
             .read_only
@@ -220,21 +261,35 @@ impl Jail {
             Some(r) => {
                 let r = canonical_existing("filesystem.rootfs", r)?;
                 if !r.join("usr").is_dir() && !r.join("bin").exists() {
-                    return Err(policy_err("filesystem.rootfs", format!("`{}` has no /usr or /bin: not a root filesystem", r.display())));
+                    return Err(policy_err(
+                        "filesystem.rootfs",
+                        format!(
+                            "`{}` has no /usr or /bin: not a root filesystem",
+                            r.display()
+                        ),
+                    ));
                 }
                 Some(r)
             }
             None => None,
         };
 
-        tracing::trace!(us = t_prep.elapsed().as_micros() as u64, "prepare: before paths");
+        tracing::trace!(
+            us = t_prep.elapsed().as_micros() as u64,
+            "prepare: before paths"
+        );
         // The blocklist, resolved on this host: what exists gets masked and carved out.
         let mut hidden: Vec<(PathBuf, Kind)> = Vec::new();
-        let mut listings: std::collections::HashMap<PathBuf, std::collections::HashSet<OsString>> = Default::default();
+        let mut listings: std::collections::HashMap<PathBuf, std::collections::HashSet<OsString>> =
+            Default::default();
         let mut exists = |dir: &Path, name: &str| {
             listings
                 .entry(dir.to_path_buf())
-                .or_insert_with(|| fs::read_dir(dir).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default())
+                .or_insert_with(|| {
+                    fs::read_dir(dir)
+                        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+                        .unwrap_or_default()
+                })
                 .contains(OsStr::new(name))
         };
         let blocked = blocklist::expand_existing(&user.homes, &mut exists);
@@ -259,9 +314,14 @@ impl Jail {
         checked.filesystem.read_write = read_write.clone();
         checked.validate_against_host(&workspace, &home_canonical, &literal_blocklist)?;
 
-        tracing::trace!(us = t_prep.elapsed().as_micros() as u64, "prepare: before blocklist");
+        tracing::trace!(
+            us = t_prep.elapsed().as_micros() as u64,
+            "prepare: before blocklist"
+        );
         let cwd_in_view = fs::canonicalize(&config.cwd).ok().filter(|c| {
-            c.starts_with(&workspace) || read_write.iter().any(|p| c.starts_with(p)) || read_only.iter().any(|p| c.starts_with(p))
+            c.starts_with(&workspace)
+                || read_write.iter().any(|p| c.starts_with(p))
+                || read_only.iter().any(|p| c.starts_with(p))
         });
         let sandbox_cwd = cwd_in_view.unwrap_or_else(|| workspace.clone());
 
@@ -284,9 +344,18 @@ impl Jail {
             fs::create_dir(&base)
                 .and_then(|()| fs::create_dir(base.join("home")))
                 .and_then(|()| fs::create_dir(base.join("tmp")))
-                .map_err(|e| JailError::Host(format!("cannot create the scratch directory {}: {e}", base.display())))?;
+                .map_err(|e| {
+                    JailError::Host(format!(
+                        "cannot create the scratch directory {}: {e}",
+                        base.display()
+                    ))
+                })?;
             scratch = Some(base.clone());
-            let home_env = if fsp.home == HomeMode::Private { base.join("home") } else { user.home.clone() };
+            let home_env = if fsp.home == HomeMode::Private {
+                base.join("home")
+            } else {
+                user.home.clone()
+            };
             (home_env, base.join("tmp"))
         };
         let cleanup_scratch = |s: &Option<PathBuf>| {
@@ -319,10 +388,18 @@ impl Jail {
         if config.tty && !has_term {
             envp.push(CString::new("TERM=xterm-256color").expect("static"));
         }
-        let argv = config.command.iter().map(|a| cstring(a)).collect::<Result<Vec<_>, _>>()?;
+        let argv = config
+            .command
+            .iter()
+            .map(|a| cstring(a))
+            .collect::<Result<Vec<_>, _>>()?;
         let program = Path::new(&config.command[0]);
         let exec_candidates = if config.command[0].as_bytes().contains(&b'/') {
-            let p = if program.is_absolute() { program.to_path_buf() } else { sandbox_cwd.join(program) };
+            let p = if program.is_absolute() {
+                program.to_path_buf()
+            } else {
+                sandbox_cwd.join(program)
+            };
             vec![cstring(p.as_os_str())?]
         } else {
             std::env::split_paths(&path_var)
@@ -331,7 +408,10 @@ impl Jail {
                 .collect::<Result<Vec<_>, _>>()?
         };
 
-        tracing::trace!(us = t_prep.elapsed().as_micros() as u64, "prepare: before env");
+        tracing::trace!(
+            us = t_prep.elapsed().as_micros() as u64,
+            "prepare: before env"
+        );
         // --- namespaces ------------------------------------------------------------------------
         let host_net = policy.network.mode == NetworkMode::Host;
         if host_net {
@@ -345,23 +425,55 @@ impl Jail {
                     require(LayerReport::unavailable(*l, why.clone()), &mut layers);
                 }
             } else {
-                layers.push(LayerReport::enforced(Layer::UserNamespace, format!("uid {} and gid {} mapped to themselves, nothing else", user.uid, user.gid)));
-                layers.push(LayerReport::enforced(Layer::PidNamespace, "own pid namespace and /proc"));
+                layers.push(LayerReport::enforced(
+                    Layer::UserNamespace,
+                    format!(
+                        "uid {} and gid {} mapped to themselves, nothing else",
+                        user.uid, user.gid
+                    ),
+                ));
+                layers.push(LayerReport::enforced(
+                    Layer::PidNamespace,
+                    "own pid namespace and /proc",
+                ));
                 layers.push(LayerReport::enforced(
                     Layer::MountNamespace,
-                    format!("read-only root, private /tmp /dev /run{}, {} paths masked", if fsp.home == HomeMode::Private && home_exists { " and home" } else { "" }, hidden.len()),
+                    format!(
+                        "read-only root, private /tmp /dev /run{}, {} paths masked",
+                        if fsp.home == HomeMode::Private && home_exists {
+                            " and home"
+                        } else {
+                            ""
+                        },
+                        hidden.len()
+                    ),
                 ));
                 if host_net {
-                    layers.push(LayerReport::not_requested(Layer::NetworkNamespace, "network mode host"));
+                    layers.push(LayerReport::not_requested(
+                        Layer::NetworkNamespace,
+                        "network mode host",
+                    ));
                 } else {
-                    layers.push(LayerReport::enforced(Layer::NetworkNamespace, "loopback only"));
+                    layers.push(LayerReport::enforced(
+                        Layer::NetworkNamespace,
+                        "loopback only",
+                    ));
                 }
-                layers.push(LayerReport::enforced(Layer::IpcNamespace, "own System V IPC and POSIX queues"));
-                layers.push(LayerReport::enforced(Layer::UtsNamespace, "hostname `warden`"));
+                layers.push(LayerReport::enforced(
+                    Layer::IpcNamespace,
+                    "own System V IPC and POSIX queues",
+                ));
+                layers.push(LayerReport::enforced(
+                    Layer::UtsNamespace,
+                    "hostname `warden`",
+                ));
             }
         } else {
             for l in Layer::NAMESPACES {
-                layers.push(LayerReport::not_requested(*l, "pod isolation (Landlock and seccomp without namespaces)"));
+                layers.push(LayerReport::not_requested(
+                    *l,
+                    "pod isolation (Landlock and seccomp without namespaces)",
+                ));
             }
         }
 
@@ -394,7 +506,9 @@ impl Jail {
         for p in &read_write {
             write_grants.push((p.clone(), ll::read_write()));
         }
-        let var_run_is_dir = fs::symlink_metadata(in_root("/var/run")).map(|m| m.is_dir()).unwrap_or(false);
+        let var_run_is_dir = fs::symlink_metadata(in_root("/var/run"))
+            .map(|m| m.is_dir())
+            .unwrap_or(false);
         let private_home = full && fsp.home == HomeMode::Private && home_exists;
         if full {
             after_mount.push(("/proc".into(), ll::read()));
@@ -423,7 +537,10 @@ impl Jail {
             // Without mounts, Landlock alone must keep hidden and read-only paths out of
             // writable directories, and Landlock cannot take back what a parent grants.
             for (w, _) in &write_grants {
-                let inner = denied.iter().chain(read_only.iter()).find(|d| d.starts_with(w) && *d != w);
+                let inner = denied
+                    .iter()
+                    .chain(read_only.iter())
+                    .find(|d| d.starts_with(w) && *d != w);
                 if let Some(inner) = inner {
                     cleanup_scratch(&scratch);
                     return Err(policy_err(
@@ -437,40 +554,72 @@ impl Jail {
                 }
             }
         }
-        tracing::trace!(us = t_prep.elapsed().as_micros() as u64, "prepare: before grants");
+        tracing::trace!(
+            us = t_prep.elapsed().as_micros() as u64,
+            "prepare: before grants"
+        );
         // In full isolation the mount masks hide the blocklist (fail-closed, and the sandbox
         // can neither mount nor unmount); in pod isolation Landlock is the only filesystem
         // layer, so the read grants are carved around every hidden path.
         let carve_around: &[PathBuf] = if full { &[] } else { &denied };
         let mut list = |p: &Path| ll::list_dir(p);
-        let mut rules: Vec<FsRule> = ll::carve(&read_grants, carve_around, &mut list).map_err(|e| {
-            cleanup_scratch(&scratch);
-            JailError::Host(format!("cannot list a directory for the Landlock rules: {e}"))
-        })?;
-        rules.extend(write_grants.iter().map(|(p, a)| FsRule { path: p.clone(), access: *a, carved: false }));
-        tracing::trace!(us = t_prep.elapsed().as_micros() as u64, "prepare: before carved");
-        let net = NetRules { restrict: !host_net, connect_ports: Vec::new() };
-        let built = ll::build(LandlockSupport::probe(), &rules, &after_mount, &net).map_err(|e| {
-            cleanup_scratch(&scratch);
-            JailError::Host(e)
-        })?;
+        let mut rules: Vec<FsRule> =
+            ll::carve(&read_grants, carve_around, &mut list).map_err(|e| {
+                cleanup_scratch(&scratch);
+                JailError::Host(format!(
+                    "cannot list a directory for the Landlock rules: {e}"
+                ))
+            })?;
+        rules.extend(write_grants.iter().map(|(p, a)| FsRule {
+            path: p.clone(),
+            access: *a,
+            carved: false,
+        }));
+        tracing::trace!(
+            us = t_prep.elapsed().as_micros() as u64,
+            "prepare: before carved"
+        );
+        let net = NetRules {
+            restrict: !host_net,
+            connect_ports: Vec::new(),
+        };
+        let built =
+            ll::build(LandlockSupport::probe(), &rules, &after_mount, &net).map_err(|e| {
+                cleanup_scratch(&scratch);
+                JailError::Host(e)
+            })?;
         let landlock_fd = built.fd;
         let landlock_mount_rules = built.mount_rules;
         for r in built.reports {
             require(r, &mut layers);
         }
 
-        tracing::trace!(us = t_prep.elapsed().as_micros() as u64, "prepare: before landlock");
+        tracing::trace!(
+            us = t_prep.elapsed().as_micros() as u64,
+            "prepare: before landlock"
+        );
         // --- seccomp, capabilities, no_new_privs, rlimits ---------------------------------
-        let seccomp = seccomp::build(SeccompOptions { deny_inet: !full && policy.network.mode == NetworkMode::None })
-            .map_err(|e| JailError::Host(format!("cannot build the seccomp filter: {e}")))?;
+        let seccomp = seccomp::build(SeccompOptions {
+            deny_inet: !full && policy.network.mode == NetworkMode::None,
+        })
+        .map_err(|e| JailError::Host(format!("cannot build the seccomp filter: {e}")))?;
         match seccomp::available() {
-            Ok(()) => layers.push(LayerReport::enforced(Layer::Seccomp, format!("{} system calls and argument patterns denied", seccomp.denied.len()))),
+            Ok(()) => layers.push(LayerReport::enforced(
+                Layer::Seccomp,
+                format!(
+                    "{} system calls and argument patterns denied",
+                    seccomp.denied.len()
+                ),
+            )),
             Err(why) => require(LayerReport::unavailable(Layer::Seccomp, why), &mut layers),
         }
         layers.push(LayerReport::enforced(
             Layer::Capabilities,
-            if full { "all dropped, bounding set empty, securebits locked" } else { "none held; bounding set emptied where permitted" },
+            if full {
+                "all dropped, bounding set empty, securebits locked"
+            } else {
+                "none held; bounding set emptied where permitted"
+            },
         ));
         layers.push(LayerReport::enforced(Layer::NoNewPrivs, "set before exec"));
         let r = &policy.resources;
@@ -481,17 +630,29 @@ impl Jail {
             rl_detail.push(format!("files up to {f}"));
         }
         if let Some(n) = r.open_files {
-            let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map(|(_, h)| h).unwrap_or(n);
+            let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map(|(_, h)| h)
+                .unwrap_or(n);
             let n = n.min(hard);
             rlimits.push((libc::RLIMIT_NOFILE, n));
             rl_detail.push(format!("{n} open files"));
         }
         layers.push(LayerReport::enforced(Layer::Rlimits, rl_detail.join(", ")));
-        layers.push(LayerReport::enforced(Layer::DieWithParent, "killed when warden exits"));
+        layers.push(LayerReport::enforced(
+            Layer::DieWithParent,
+            "killed when warden exits",
+        ));
 
-        tracing::trace!(us = t_prep.elapsed().as_micros() as u64, "prepare: before seccomp");
+        tracing::trace!(
+            us = t_prep.elapsed().as_micros() as u64,
+            "prepare: before seccomp"
+        );
         // --- cgroups ----------------------------------------------------------------------------
-        let limits = CgroupLimits { memory: r.memory.map(|m| m.bytes()), pids: r.pids, cpus: r.cpus };
+        let limits = CgroupLimits {
+            memory: r.memory.map(|m| m.bytes()),
+            pids: r.pids,
+            cpus: r.cpus,
+        };
         let wants_limits = limits != CgroupLimits::default();
         let cgroup = if wants_limits || full {
             match CgroupHost::discover() {
@@ -505,7 +666,10 @@ impl Jail {
                 Err(e) => {
                     for c in crate::cgroup::Controller::ALL {
                         let report = if wants_limits {
-                            LayerReport::unavailable(c.layer(), format!("cannot read this process's cgroups: {e}"))
+                            LayerReport::unavailable(
+                                c.layer(),
+                                format!("cannot read this process's cgroups: {e}"),
+                            )
                         } else {
                             LayerReport::not_requested(c.layer(), "no limit set")
                         };
@@ -520,7 +684,10 @@ impl Jail {
             }
             None
         };
-        tracing::trace!(us = t_prep.elapsed().as_micros() as u64, "prepare: before cgroups");
+        tracing::trace!(
+            us = t_prep.elapsed().as_micros() as u64,
+            "prepare: before cgroups"
+        );
         layers.sort_by_key(|l| l.layer);
 
         if !unavailable.is_empty() {
@@ -530,18 +697,34 @@ impl Jail {
             // this error says which flag allows it.
             return Err(JailError::Unavailable(unavailable));
         }
-        let namespaces_missing = full && layers.iter().any(|l| l.layer == Layer::UserNamespace && !l.is_enforced());
+        let namespaces_missing = full
+            && layers
+                .iter()
+                .any(|l| l.layer == Layer::UserNamespace && !l.is_enforced());
         if namespaces_missing {
             // Allowed to degrade: run in pod isolation instead.
             drop(cgroup);
             cleanup_scratch(&scratch);
             let mut config = config;
-            let why = layers.iter().find(|l| l.layer == Layer::UserNamespace).cloned();
+            let why = layers
+                .iter()
+                .find(|l| l.layer == Layer::UserNamespace)
+                .cloned();
             config.policy.isolation = Isolation::Pod;
             let mut jail = Jail::prepare(config)?;
-            if let Some(LayerReport { status: LayerStatus::Unavailable { reason }, .. }) = why {
-                for l in jail.layers.iter_mut().filter(|l| Layer::NAMESPACES.contains(&l.layer)) {
-                    l.status = LayerStatus::Unavailable { reason: reason.clone() };
+            if let Some(LayerReport {
+                status: LayerStatus::Unavailable { reason },
+                ..
+            }) = why
+            {
+                for l in jail
+                    .layers
+                    .iter_mut()
+                    .filter(|l| Layer::NAMESPACES.contains(&l.layer))
+                {
+                    l.status = LayerStatus::Unavailable {
+                        reason: reason.clone(),
+                    };
                 }
             }
             return Ok(jail);
@@ -549,20 +732,43 @@ impl Jail {
 
         // --- the mount plan ----------------------------------------------------------------------
         let (mount_ops, slots) = if full {
-            let mut binds = vec![Bind { path: workspace.clone(), kind: Kind::Dir, writable: true }];
+            let mut binds = vec![Bind {
+                path: workspace.clone(),
+                kind: Kind::Dir,
+                writable: true,
+            }];
             for p in &read_write {
-                binds.push(Bind { path: p.clone(), kind: kind_of(p).unwrap_or(Kind::Dir), writable: true });
+                binds.push(Bind {
+                    path: p.clone(),
+                    kind: kind_of(p).unwrap_or(Kind::Dir),
+                    writable: true,
+                });
             }
             for p in &read_only {
-                binds.push(Bind { path: p.clone(), kind: kind_of(p).unwrap_or(Kind::Dir), writable: false });
+                binds.push(Bind {
+                    path: p.clone(),
+                    kind: kind_of(p).unwrap_or(Kind::Dir),
+                    writable: false,
+                });
             }
             // A read-only home under a filesystem the sandbox replaces (/tmp, /run, ...) would
             // vanish with it: bind it back, read-only (its blocklist masks come after).
             let replaced = ["/tmp", "/run", "/var/run", "/dev", "/proc", "/sys"];
-            if fsp.home == HomeMode::ReadOnly && home_exists && replaced.iter().any(|r| home_canonical.starts_with(r)) {
-                binds.push(Bind { path: home_canonical.clone(), kind: Kind::Dir, writable: false });
+            if fsp.home == HomeMode::ReadOnly
+                && home_exists
+                && replaced.iter().any(|r| home_canonical.starts_with(r))
+            {
+                binds.push(Bind {
+                    path: home_canonical.clone(),
+                    kind: Kind::Dir,
+                    writable: false,
+                });
             }
-            let staging = if Path::new("/tmp").is_dir() { PathBuf::from("/tmp") } else { PathBuf::from("/mnt") };
+            let staging = if Path::new("/tmp").is_dir() {
+                PathBuf::from("/tmp")
+            } else {
+                PathBuf::from("/mnt")
+            };
             let plan = mounts::plan(&MountInputs {
                 root: rootfs.clone().unwrap_or_else(|| PathBuf::from("/")),
                 staging,
@@ -570,7 +776,13 @@ impl Jail {
                 home: home_exists.then(|| (home_canonical.clone(), fsp.home)),
                 // A private or hidden home already hides the host's home (and /root when it is
                 // the home); masking it again would cover the private one.
-                masks: hidden.iter().filter(|(p, _)| !(fsp.home != HomeMode::ReadOnly && home_exists && *p == home_canonical)).cloned().collect(),
+                masks: hidden
+                    .iter()
+                    .filter(|(p, _)| {
+                        !(fsp.home != HomeMode::ReadOnly && home_exists && *p == home_canonical)
+                    })
+                    .cloned()
+                    .collect(),
                 tmp_size: fsp.tmp_size.bytes(),
                 var_run_is_dir,
             });
@@ -578,7 +790,10 @@ impl Jail {
         } else {
             (Vec::new(), 0)
         };
-        tracing::trace!(us = t_prep.elapsed().as_micros() as u64, "prepare: before mounts");
+        tracing::trace!(
+            us = t_prep.elapsed().as_micros() as u64,
+            "prepare: before mounts"
+        );
         let mount_descriptions = mount_ops.iter().map(|o| o.describe()).collect();
 
         let stdio_raw = [0, 1, 2].map(|i| config.stdio[i].as_ref().map(|f| f.as_raw_fd()));
@@ -589,7 +804,14 @@ impl Jail {
             rlimits,
             landlock: landlock_fd.as_ref().map(|f| f.as_raw_fd()),
             landlock_mount_rules,
-            seccomp: if layers.iter().any(|l| l.layer == Layer::Seccomp && l.is_enforced()) { seccomp.filters } else { Vec::new() },
+            seccomp: if layers
+                .iter()
+                .any(|l| l.layer == Layer::Seccomp && l.is_enforced())
+            {
+                seccomp.filters
+            } else {
+                Vec::new()
+            },
             cap_last: host::cap_last_cap(),
             tty: config.tty,
             stdio: stdio_raw,
@@ -597,7 +819,11 @@ impl Jail {
             envp,
             exec_candidates,
             // Seen from inside a new pid namespace, the parent's pid is 0.
-            parent_pid: if full { 0 } else { nix::unistd::getpid().as_raw() },
+            parent_pid: if full {
+                0
+            } else {
+                nix::unistd::getpid().as_raw()
+            },
             bring_up_loopback: full && !host_net,
             uid_map: CString::new(format!("{0} {0} 1\n", user.uid)).expect("digits"),
             gid_map: CString::new(format!("{0} {0} 1\n", user.gid)).expect("digits"),
@@ -642,25 +868,44 @@ impl Jail {
     /// Runs the command to the end.
     pub fn run(mut self) -> Result<Outcome, JailError> {
         let start = Instant::now();
-        let signals = if self.forward_signals { Some(SignalForwarder::new()?) } else { None };
-        let tty = if self.plan.tty { Some(TerminalGuard::raw_stdin()) } else { None };
+        let signals = if self.forward_signals {
+            Some(SignalForwarder::new()?)
+        } else {
+            None
+        };
+        let tty = if self.plan.tty {
+            Some(TerminalGuard::raw_stdin())
+        } else {
+            None
+        };
         self.plan.winsize = tty.as_ref().and_then(|t| t.size);
         // The child joins its cgroups itself: v2 at clone time, v1 by moving its one thread.
         let (v2_cgroup, v1_tasks) = match &self.cgroup {
             Some(cg) => (
-                cg.v2_fd().map_err(|e| JailError::Host(format!("cannot open the sandbox's cgroup: {e}")))?,
-                cg.v1_task_files().map_err(|e| JailError::Host(e.to_string()))?,
+                cg.v2_fd().map_err(|e| {
+                    JailError::Host(format!("cannot open the sandbox's cgroup: {e}"))
+                })?,
+                cg.v1_task_files()
+                    .map_err(|e| JailError::Host(e.to_string()))?,
             ),
             None => (None, Vec::new()),
         };
         self.plan.cgroup_tasks = v1_tasks.iter().map(|f| f.as_raw_fd()).collect();
 
-        let (parent_end, child_end) =
-            socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-                .map_err(|e| JailError::Host(format!("cannot create the control socket: {e}")))?;
+        let (parent_end, child_end) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| JailError::Host(format!("cannot create the control socket: {e}")))?;
         let host_net = !self.plan.bring_up_loopback;
         let flags = if self.plan.full {
-            let mut f = libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+            let mut f = libc::CLONE_NEWUSER
+                | libc::CLONE_NEWPID
+                | libc::CLONE_NEWNS
+                | libc::CLONE_NEWIPC
+                | libc::CLONE_NEWUTS;
             if !host_net {
                 f |= libc::CLONE_NEWNET;
             }
@@ -674,16 +919,36 @@ impl Jail {
         let pidfd = match cloned {
             Ok((0, _)) => {
                 sys::close(parent_end.as_raw_fd());
-                child::init_main(&self.plan, &self.exec, &mut self.slots, child_end.as_raw_fd());
+                child::init_main(
+                    &self.plan,
+                    &self.exec,
+                    &mut self.slots,
+                    child_end.as_raw_fd(),
+                );
             }
             Ok((_, pidfd)) => {
                 // SAFETY: clone3 returned a fresh pidfd that we now own.
                 unsafe { OwnedFd::from_raw_fd(pidfd) }
             }
-            Err(e) if self.plan.full && matches!(e, libc::EPERM | libc::ENOSPC | libc::EINVAL | libc::EUSERS | libc::EACCES) => {
-                let reason = format!("the kernel refused to create namespaces: {}", nix::errno::Errno::from_raw(e));
-                let allowed = self.retry.as_ref().is_some_and(|r| Layer::NAMESPACES.iter().all(|l| r.degraded.allows(*l)));
-                let reports: Vec<LayerReport> = Layer::NAMESPACES.iter().map(|l| LayerReport::unavailable(*l, reason.clone())).collect();
+            Err(e)
+                if self.plan.full
+                    && matches!(
+                        e,
+                        libc::EPERM | libc::ENOSPC | libc::EINVAL | libc::EUSERS | libc::EACCES
+                    ) =>
+            {
+                let reason = format!(
+                    "the kernel refused to create namespaces: {}",
+                    nix::errno::Errno::from_raw(e)
+                );
+                let allowed = self
+                    .retry
+                    .as_ref()
+                    .is_some_and(|r| Layer::NAMESPACES.iter().all(|l| r.degraded.allows(*l)));
+                let reports: Vec<LayerReport> = Layer::NAMESPACES
+                    .iter()
+                    .map(|l| LayerReport::unavailable(*l, reason.clone()))
+                    .collect();
                 if !allowed {
                     return Err(JailError::Unavailable(reports));
                 }
@@ -693,12 +958,23 @@ impl Jail {
                 drop(signals);
                 drop(tty);
                 let mut jail = Jail::prepare(retry)?;
-                for l in jail.layers.iter_mut().filter(|l| Layer::NAMESPACES.contains(&l.layer)) {
-                    l.status = LayerStatus::Unavailable { reason: reason.clone() };
+                for l in jail
+                    .layers
+                    .iter_mut()
+                    .filter(|l| Layer::NAMESPACES.contains(&l.layer))
+                {
+                    l.status = LayerStatus::Unavailable {
+                        reason: reason.clone(),
+                    };
                 }
                 return jail.run();
             }
-            Err(e) => return Err(JailError::Host(format!("cannot start the sandbox: {}", nix::errno::Errno::from_raw(e)))),
+            Err(e) => {
+                return Err(JailError::Host(format!(
+                    "cannot start the sandbox: {}",
+                    nix::errno::Errno::from_raw(e)
+                )));
+            }
         };
         tracing::debug!(elapsed_us = start.elapsed().as_micros() as u64, "cloned");
         drop(child_end);
@@ -708,12 +984,25 @@ impl Jail {
         for s in &mut self.stdio {
             s.take();
         }
-        let mut sup = Supervisor { jail: &mut self, pidfd, ctrl: parent_end, start, signals, tty };
+        let mut sup = Supervisor {
+            jail: &mut self,
+            pidfd,
+            ctrl: parent_end,
+            start,
+            signals,
+            tty,
+        };
         let result = sup.supervise();
-        tracing::debug!(elapsed_us = start.elapsed().as_micros() as u64, "command ended");
+        tracing::debug!(
+            elapsed_us = start.elapsed().as_micros() as u64,
+            "command ended"
+        );
         drop(sup);
         drop(self.cgroup.take());
-        tracing::debug!(elapsed_us = start.elapsed().as_micros() as u64, "cleaned up");
+        tracing::debug!(
+            elapsed_us = start.elapsed().as_micros() as u64,
+            "cleaned up"
+        );
         if let Some(s) = &self.scratch {
             let _ = fs::remove_dir_all(s);
         }
@@ -726,7 +1015,11 @@ impl Jail {
     fn describe_stage(&self, st: u32) -> String {
         if st >= stage::MOUNT_BASE {
             let i = (st - stage::MOUNT_BASE) as usize;
-            return self.mount_ops.get(i).cloned().unwrap_or_else(|| "set up the filesystem".into());
+            return self
+                .mount_ops
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| "set up the filesystem".into());
         }
         stage::describe(st).to_string()
     }
@@ -761,17 +1054,28 @@ impl SignalForwarder {
             set.add(Signal::try_from(*s).expect("valid signal"));
         }
         let mut old = SigSet::empty();
-        nix::sys::signal::pthread_sigmask(nix::sys::signal::SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old))
-            .map_err(|e| JailError::Host(format!("cannot block signals: {e}")))?;
-        let fd = SignalFd::with_flags(&set, nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK)
-            .map_err(|e| JailError::Host(format!("cannot create a signalfd: {e}")))?;
+        nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_BLOCK,
+            Some(&set),
+            Some(&mut old),
+        )
+        .map_err(|e| JailError::Host(format!("cannot block signals: {e}")))?;
+        let fd = SignalFd::with_flags(
+            &set,
+            nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK,
+        )
+        .map_err(|e| JailError::Host(format!("cannot create a signalfd: {e}")))?;
         Ok(SignalForwarder { fd, old })
     }
 }
 
 impl Drop for SignalForwarder {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::pthread_sigmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&self.old), None);
+        let _ = nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_SETMASK,
+            Some(&self.old),
+            None,
+        );
     }
 }
 
@@ -789,23 +1093,39 @@ impl TerminalGuard {
         if let Some(t) = &saved {
             let mut raw = t.clone();
             nix::sys::termios::cfmakeraw(&mut raw);
-            let _ = nix::sys::termios::tcsetattr(stdin.as_fd(), nix::sys::termios::SetArg::TCSANOW, &raw);
+            let _ = nix::sys::termios::tcsetattr(
+                stdin.as_fd(),
+                nix::sys::termios::SetArg::TCSANOW,
+                &raw,
+            );
         }
-        TerminalGuard { saved, size: terminal_size() }
+        TerminalGuard {
+            saved,
+            size: terminal_size(),
+        }
     }
 }
 
 impl Drop for TerminalGuard {
     fn drop(&mut self) {
         if let Some(t) = &self.saved {
-            let _ = nix::sys::termios::tcsetattr(io::stdin().as_fd(), nix::sys::termios::SetArg::TCSADRAIN, t);
+            let _ = nix::sys::termios::tcsetattr(
+                io::stdin().as_fd(),
+                nix::sys::termios::SetArg::TCSADRAIN,
+                t,
+            );
         }
     }
 }
 
 fn terminal_size() -> Option<(u16, u16)> {
     for fd in [1, 0, 2] {
-        let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+        let mut ws = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
         if sys::ioctl_ptr(fd, libc::TIOCGWINSZ, &mut ws).is_ok() && ws.ws_row > 0 {
             return Some((ws.ws_row, ws.ws_col));
         }
@@ -862,7 +1182,10 @@ impl Supervisor<'_> {
     fn read_ctrl(&mut self, r: &mut Reports, master: &mut Option<OwnedFd>) {
         let mut buf = [0u8; Msg::SIZE];
         loop {
-            match poll(&mut [PollFd::new(self.ctrl.as_fd(), PollFlags::POLLIN)], PollTimeout::ZERO) {
+            match poll(
+                &mut [PollFd::new(self.ctrl.as_fd(), PollFlags::POLLIN)],
+                PollTimeout::ZERO,
+            ) {
                 Ok(n) if n > 0 => {}
                 _ => return,
             }
@@ -873,21 +1196,32 @@ impl Supervisor<'_> {
             if n == 0 {
                 return;
             }
-            let Some(m) = Msg::from_bytes(&buf[..n]) else { continue };
+            let Some(m) = Msg::from_bytes(&buf[..n]) else {
+                continue;
+            };
             match m.kind {
                 kind::FAIL => r.failure = Some((m.stage, m.value)),
-                kind::READY => tracing::debug!(elapsed_us = self.start.elapsed().as_micros() as u64, "sandbox ready"),
+                kind::READY => tracing::debug!(
+                    elapsed_us = self.start.elapsed().as_micros() as u64,
+                    "sandbox ready"
+                ),
                 kind::WARN => r.warnings.push((m.stage, m.value)),
                 kind::EXEC_FAIL => r.exec_errno = Some(m.value),
                 kind::EXIT => {
-                    tracing::debug!(elapsed_us = self.start.elapsed().as_micros() as u64, "exit reported");
+                    tracing::debug!(
+                        elapsed_us = self.start.elapsed().as_micros() as u64,
+                        "exit reported"
+                    );
                     r.command_status = Some(m.value)
                 }
                 kind::PTY => {
                     if let Some(fd) = fd {
                         // SAFETY: the descriptor arrived with SCM_RIGHTS and is ours alone.
                         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-                        let _ = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
+                        let _ = nix::fcntl::fcntl(
+                            &fd,
+                            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+                        );
                         *master = Some(fd);
                     }
                 }
@@ -908,7 +1242,8 @@ impl Supervisor<'_> {
             let timeout = match deadline {
                 Some(d) if !timed_out => {
                     let left = d.saturating_duration_since(Instant::now());
-                    PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32 + 1).unwrap_or(PollTimeout::MAX)
+                    PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32 + 1)
+                        .unwrap_or(PollTimeout::MAX)
                 }
                 _ => PollTimeout::NONE,
             };
@@ -930,10 +1265,11 @@ impl Supervisor<'_> {
                 fds.push(PollFd::new(m.as_fd(), ev));
                 fds.len() - 1
             });
-            let stdin_index = (master.is_some() && stdin_open && to_master.len() < 65536).then(|| {
-                fds.push(PollFd::new(stdin_fd, PollFlags::POLLIN));
-                fds.len() - 1
-            });
+            let stdin_index =
+                (master.is_some() && stdin_open && to_master.len() < 65536).then(|| {
+                    fds.push(PollFd::new(stdin_fd, PollFlags::POLLIN));
+                    fds.len() - 1
+                });
             match poll(&mut fds, timeout) {
                 Ok(0) => {
                     if deadline.is_some_and(|d| Instant::now() >= d) && !timed_out {
@@ -947,7 +1283,8 @@ impl Supervisor<'_> {
                 Err(e) => return Err(JailError::Host(format!("poll failed: {e}"))),
             }
             let ready = |i: Option<usize>, flags: PollFlags| {
-                i.and_then(|i| fds[i].revents()).is_some_and(|r| r.intersects(flags | PollFlags::POLLHUP | PollFlags::POLLERR))
+                i.and_then(|i| fds[i].revents())
+                    .is_some_and(|r| r.intersects(flags | PollFlags::POLLHUP | PollFlags::POLLERR))
             };
             let ctrl_ready = ready(Some(0), PollFlags::POLLIN);
             let exited = ready(Some(1), PollFlags::POLLIN);
@@ -969,10 +1306,11 @@ impl Supervisor<'_> {
                     Ok(n) => to_master.extend_from_slice(&buf[..n]),
                 }
             }
-            if master_ready && let Some(m) = &master {
-                if !relay_master(m, &mut to_master) {
-                    master = None;
-                }
+            if master_ready
+                && let Some(m) = &master
+                && !relay_master(m, &mut to_master)
+            {
+                master = None;
             }
             if exited {
                 self.read_ctrl(&mut r, &mut master);
@@ -987,27 +1325,42 @@ impl Supervisor<'_> {
         self.tty.take();
 
         if let Some((st, errno)) = r.failure {
-            return Err(JailError::Setup { step: self.jail.describe_stage(st), errno: nix::errno::Errno::from_raw(errno) });
+            return Err(JailError::Setup {
+                step: self.jail.describe_stage(st),
+                errno: nix::errno::Errno::from_raw(errno),
+            });
         }
         let mut warnings = self.jail.warnings.clone();
         for (st, errno) in &r.warnings {
-            warnings.push(format!("could not {}: {}", self.jail.describe_stage(*st), nix::errno::Errno::from_raw(*errno)));
+            warnings.push(format!(
+                "could not {}: {}",
+                self.jail.describe_stage(*st),
+                nix::errno::Errno::from_raw(*errno)
+            ));
         }
         let memory_limit_hit = self.jail.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
         let termination = if timed_out {
-            Termination::TimedOut { after_ms: self.jail.timeout.map(|t| t.as_millis() as u64).unwrap_or(0) }
+            Termination::TimedOut {
+                after_ms: self.jail.timeout.map(|t| t.as_millis() as u64).unwrap_or(0),
+            }
         } else if let Some(errno) = r.exec_errno {
             if errno == libc::ENOENT {
                 Termination::NotFound
             } else {
-                Termination::NotExecutable { error: nix::errno::Errno::from_raw(errno).desc().to_string() }
+                Termination::NotExecutable {
+                    error: nix::errno::Errno::from_raw(errno).desc().to_string(),
+                }
             }
         } else {
             let status = r.command_status.or(init_status).unwrap_or(libc::SIGKILL);
             if libc::WIFEXITED(status) {
-                Termination::Exited { code: libc::WEXITSTATUS(status) }
+                Termination::Exited {
+                    code: libc::WEXITSTATUS(status),
+                }
             } else {
-                Termination::Signaled { signal: libc::WTERMSIG(status) }
+                Termination::Signaled {
+                    signal: libc::WTERMSIG(status),
+                }
             }
         };
         Ok(Outcome {
@@ -1024,12 +1377,17 @@ impl Supervisor<'_> {
         let Some(s) = &self.signals else { return };
         while let Ok(Some(info)) = s.fd.read_signal() {
             let sig = info.ssi_signo as i32;
-            if sig == libc::SIGWINCH {
-                if let (Some(m), Some((rows, cols))) = (master, terminal_size()) {
-                    let mut ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
-                    let _ = sys::ioctl_ptr(m.as_raw_fd(), libc::TIOCSWINSZ, &mut ws);
-                    continue;
-                }
+            if sig == libc::SIGWINCH
+                && let (Some(m), Some((rows, cols))) = (master, terminal_size())
+            {
+                let mut ws = libc::winsize {
+                    ws_row: rows,
+                    ws_col: cols,
+                    ws_xpixel: 0,
+                    ws_ypixel: 0,
+                };
+                let _ = sys::ioctl_ptr(m.as_raw_fd(), libc::TIOCSWINSZ, &mut ws);
+                continue;
             }
             let _ = sys::pidfd_send_signal(self.pidfd.as_raw_fd(), sig);
         }
@@ -1039,7 +1397,11 @@ impl Supervisor<'_> {
 impl Drop for Supervisor<'_> {
     fn drop(&mut self) {
         // Whatever happened, nothing of the sandbox outlives its supervisor.
-        if sys::pidfd_try_wait(self.pidfd.as_raw_fd()).ok().flatten().is_none() {
+        if sys::pidfd_try_wait(self.pidfd.as_raw_fd())
+            .ok()
+            .flatten()
+            .is_none()
+        {
             self.kill();
             let _ = self.wait_exit();
         }

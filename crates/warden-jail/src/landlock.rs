@@ -14,8 +14,8 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use landlock::{
-    ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath, Ruleset, RulesetAttr,
-    RulesetCreatedAttr, Scope, make_bitflags,
+    ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath,
+    Ruleset, RulesetAttr, RulesetCreatedAttr, Scope, make_bitflags,
 };
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode;
@@ -109,17 +109,28 @@ fn carve_one(
     list: &mut dyn FnMut(&Path) -> io::Result<Vec<Entry>>,
     out: &mut Vec<FsRule>,
 ) -> io::Result<()> {
-    let inner: Vec<&PathBuf> = denied.iter().filter(|d| d.starts_with(path) && d.as_path() != path).collect();
+    let inner: Vec<&PathBuf> = denied
+        .iter()
+        .filter(|d| d.starts_with(path) && d.as_path() != path)
+        .collect();
     if inner.is_empty() {
-        out.push(FsRule { path: path.to_path_buf(), access, carved });
+        out.push(FsRule {
+            path: path.to_path_buf(),
+            access,
+            carved,
+        });
         return Ok(());
     }
     let structural = access & structural_rights();
     if !structural.is_empty() {
-        out.push(FsRule { path: path.to_path_buf(), access: structural, carved });
+        out.push(FsRule {
+            path: path.to_path_buf(),
+            access: structural,
+            carved,
+        });
     }
     for entry in list(path)? {
-        if denied.iter().any(|d| *d == entry.path) {
+        if denied.contains(&entry.path) {
             continue;
         }
         match entry.kind {
@@ -127,11 +138,19 @@ fn carve_one(
             EntryKind::Dir if inner.iter().any(|d| d.starts_with(&entry.path)) => {
                 carve_one(&entry.path, access, true, denied, list, out)?;
             }
-            EntryKind::Dir => out.push(FsRule { path: entry.path, access, carved: true }),
+            EntryKind::Dir => out.push(FsRule {
+                path: entry.path,
+                access,
+                carved: true,
+            }),
             EntryKind::File => {
                 let a = access & file_rights();
                 if !a.is_empty() {
-                    out.push(FsRule { path: entry.path, access: a, carved: true });
+                    out.push(FsRule {
+                        path: entry.path,
+                        access: a,
+                        carved: true,
+                    });
                 }
             }
         }
@@ -152,7 +171,10 @@ pub fn list_dir(dir: &Path) -> io::Result<Vec<Entry>> {
         } else {
             EntryKind::File
         };
-        out.push(Entry { path: e.path(), kind });
+        out.push(Entry {
+            path: e.path(),
+            kind,
+        });
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
@@ -241,33 +263,59 @@ pub fn build(
     let handled = AccessFs::from_all(abi);
     let mut reports = vec![LayerReport::enforced(
         Layer::LandlockFs,
-        format!("ABI {}, {} rules", support.abi, rules.len() + after_mount.len()),
+        format!(
+            "ABI {}, {} rules",
+            support.abi,
+            rules.len() + after_mount.len()
+        ),
     )];
     let err = |e: landlock::RulesetError| e.to_string();
-    let mut ruleset = Ruleset::default().set_compatibility(CompatLevel::HardRequirement).handle_access(handled).map_err(err)?;
+    let mut ruleset = Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
+        .handle_access(handled)
+        .map_err(err)?;
     if !net.restrict {
-        reports.push(LayerReport::not_requested(Layer::LandlockNet, "network mode host"));
+        reports.push(LayerReport::not_requested(
+            Layer::LandlockNet,
+            "network mode host",
+        ));
     } else if support.net() {
-        ruleset = ruleset.handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp).map_err(err)?;
+        ruleset = ruleset
+            .handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp)
+            .map_err(err)?;
         let detail = if net.connect_ports.is_empty() {
             "TCP bind and connect denied".to_string()
         } else {
-            format!("TCP bind denied, connect only to port {:?}", net.connect_ports)
+            format!(
+                "TCP bind denied, connect only to port {:?}",
+                net.connect_ports
+            )
         };
         reports.push(LayerReport::enforced(Layer::LandlockNet, detail));
     } else {
         reports.push(LayerReport::unavailable(
             Layer::LandlockNet,
-            format!("Landlock ABI {} has no network rules (needs ABI 4, Linux 6.7)", support.abi),
+            format!(
+                "Landlock ABI {} has no network rules (needs ABI 4, Linux 6.7)",
+                support.abi
+            ),
         ));
     }
     if support.scopes() {
-        ruleset = ruleset.scope(Scope::AbstractUnixSocket | Scope::Signal).map_err(err)?;
-        reports.push(LayerReport::enforced(Layer::LandlockScope, "signals and abstract unix sockets scoped to the sandbox"));
+        ruleset = ruleset
+            .scope(Scope::AbstractUnixSocket | Scope::Signal)
+            .map_err(err)?;
+        reports.push(LayerReport::enforced(
+            Layer::LandlockScope,
+            "signals and abstract unix sockets scoped to the sandbox",
+        ));
     } else {
         reports.push(LayerReport::unavailable(
             Layer::LandlockScope,
-            format!("Landlock ABI {} has no scopes (needs ABI 6, Linux 6.12)", support.abi),
+            format!(
+                "Landlock ABI {} has no scopes (needs ABI 6, Linux 6.12)",
+                support.abi
+            ),
         ));
     }
     let mut created = ruleset.create().map_err(err)?;
@@ -281,9 +329,15 @@ pub fn build(
             // An entry removed since it was listed, or a path that does not exist here:
             // nothing to allow.
             Err(nix::errno::Errno::ENOENT) => continue,
-            Err(e) => return Err(format!("cannot open {} for a Landlock rule: {e}", rule.path.display())),
+            Err(e) => {
+                return Err(format!(
+                    "cannot open {} for a Landlock rule: {e}",
+                    rule.path.display()
+                ));
+            }
         };
-        let meta = nix::sys::stat::fstat(&fd).map_err(|e| format!("cannot stat {}: {e}", rule.path.display()))?;
+        let meta = nix::sys::stat::fstat(&fd)
+            .map_err(|e| format!("cannot stat {}: {e}", rule.path.display()))?;
         let is_dir = (meta.st_mode & libc::S_IFMT) == libc::S_IFDIR;
         let is_symlink = (meta.st_mode & libc::S_IFMT) == libc::S_IFLNK;
         if is_symlink {
@@ -302,26 +356,35 @@ pub fn build(
     }
     if net.restrict && support.net() {
         for port in &net.connect_ports {
-            created = created.add_rule(NetPort::new(*port, AccessNet::ConnectTcp)).map_err(err)?;
+            created = created
+                .add_rule(NetPort::new(*port, AccessNet::ConnectTcp))
+                .map_err(err)?;
         }
     }
     let fd: Option<OwnedFd> = created.into();
     let mount_rules = after_mount
         .iter()
         .map(|(p, a)| MountRule {
-            path: std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str())).expect("no NUL in paths"),
+            path: std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()))
+                .expect("no NUL in paths"),
             access: (*a & handled).bits(),
         })
         .collect();
     match fd {
-        Some(fd) => Ok(Built { fd: Some(fd), mount_rules, reports }),
+        Some(fd) => Ok(Built {
+            fd: Some(fd),
+            mount_rules,
+            reports,
+        }),
         None => Err("the Landlock ruleset was not created".into()),
     }
 }
 
 /// True when `path` is a character device (for rules on single device nodes).
 pub fn is_char_device(path: &Path) -> bool {
-    std::fs::metadata(path).map(|m| m.file_type().is_char_device()).unwrap_or(false)
+    std::fs::metadata(path)
+        .map(|m| m.file_type().is_char_device())
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -334,16 +397,30 @@ mod tests {
         spec.iter()
             .map(|(dir, entries)| {
                 let dir = PathBuf::from(dir);
-                let list = entries.iter().map(|(n, k)| Entry { path: dir.join(n), kind: *k }).collect();
+                let list = entries
+                    .iter()
+                    .map(|(n, k)| Entry {
+                        path: dir.join(n),
+                        kind: *k,
+                    })
+                    .collect();
                 (dir, list)
             })
             .collect()
     }
 
-    fn run(grants: &[(&str, Access_)], denied: &[&str], t: &BTreeMap<PathBuf, Vec<Entry>>) -> Vec<(String, Access_)> {
+    fn run(
+        grants: &[(&str, Access_)],
+        denied: &[&str],
+        t: &BTreeMap<PathBuf, Vec<Entry>>,
+    ) -> Vec<(String, Access_)> {
         let grants: Vec<_> = grants.iter().map(|(p, a)| (PathBuf::from(p), *a)).collect();
         let denied: Vec<_> = denied.iter().map(PathBuf::from).collect();
-        let mut list = |p: &Path| t.get(p).cloned().ok_or_else(|| io::Error::from(io::ErrorKind::NotFound));
+        let mut list = |p: &Path| {
+            t.get(p)
+                .cloned()
+                .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+        };
         carve(&grants, &denied, &mut list)
             .unwrap()
             .into_iter()
@@ -356,7 +433,10 @@ mod tests {
     #[test]
     fn grants_without_denied_paths_pass_unchanged() {
         let t = tree(&[]);
-        assert_eq!(run(&[("/usr", read())], &["/etc/shadow"], &t), [("/usr".to_string(), read())]);
+        assert_eq!(
+            run(&[("/usr", read())], &["/etc/shadow"], &t),
+            [("/usr".to_string(), read())]
+        );
     }
 
     #[test]
@@ -368,12 +448,23 @@ mod tests {
 
     #[test]
     fn carves_around_a_denied_file() {
-        let t = tree(&[("/etc", &[("passwd", File), ("shadow", File), ("ssl", Dir), ("localtime", Symlink)])]);
+        let t = tree(&[(
+            "/etc",
+            &[
+                ("passwd", File),
+                ("shadow", File),
+                ("ssl", Dir),
+                ("localtime", Symlink),
+            ],
+        )]);
         let rules = run(&[("/etc", read())], &["/etc/shadow"], &t);
         assert_eq!(
             rules,
             [
-                ("/etc/passwd".to_string(), make_bitflags!(AccessFs::{Execute | ReadFile})),
+                (
+                    "/etc/passwd".to_string(),
+                    make_bitflags!(AccessFs::{Execute | ReadFile})
+                ),
                 ("/etc/ssl".to_string(), read()),
             ]
         );
@@ -399,7 +490,11 @@ mod tests {
         let rules = run(&[("/ws", read_write())], &["/ws/secret.env"], &t);
         let ws = &rules[0];
         assert_eq!(ws.0, "/ws");
-        assert!(ws.1.contains(AccessFs::MakeReg) && !ws.1.contains(AccessFs::ReadFile) && !ws.1.contains(AccessFs::WriteFile));
+        assert!(
+            ws.1.contains(AccessFs::MakeReg)
+                && !ws.1.contains(AccessFs::ReadFile)
+                && !ws.1.contains(AccessFs::WriteFile)
+        );
         assert_eq!(rules[1], ("/ws/src".to_string(), read_write()));
         assert_eq!(rules.len(), 2);
     }
@@ -407,6 +502,9 @@ mod tests {
     #[test]
     fn a_prefix_of_a_name_is_not_containment() {
         let t = tree(&[]);
-        assert_eq!(run(&[("/rootfs", read())], &["/root"], &t), [("/rootfs".to_string(), read())]);
+        assert_eq!(
+            run(&[("/rootfs", read())], &["/root"], &t),
+            [("/rootfs".to_string(), read())]
+        );
     }
 }

@@ -58,8 +58,14 @@ const GROUPS: &[(&str, &[Layer])] = &[
             Layer::UtsNamespace,
         ],
     ),
-    ("landlock", &[Layer::LandlockFs, Layer::LandlockNet, Layer::LandlockScope]),
-    ("cgroups", &[Layer::CgroupMemory, Layer::CgroupPids, Layer::CgroupCpu]),
+    (
+        "landlock",
+        &[Layer::LandlockFs, Layer::LandlockNet, Layer::LandlockScope],
+    ),
+    (
+        "cgroups",
+        &[Layer::CgroupMemory, Layer::CgroupPids, Layer::CgroupCpu],
+    ),
 ];
 
 impl Layer {
@@ -75,7 +81,11 @@ impl Layer {
 
     /// Every name `--allow-degraded` accepts.
     pub fn accepted_names() -> Vec<&'static str> {
-        GROUPS.iter().map(|(g, _)| *g).chain(Layer::ALL.iter().map(|l| l.name())).collect()
+        GROUPS
+            .iter()
+            .map(|(g, _)| *g)
+            .chain(Layer::ALL.iter().map(|l| l.name()))
+            .collect()
     }
 }
 
@@ -86,7 +96,11 @@ pub struct UnknownLayer(pub String);
 impl FromStr for Layer {
     type Err = UnknownLayer;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Layer::ALL.iter().copied().find(|l| l.name() == s).ok_or_else(|| UnknownLayer(s.to_string()))
+        Layer::ALL
+            .iter()
+            .copied()
+            .find(|l| l.name() == s)
+            .ok_or_else(|| UnknownLayer(s.to_string()))
     }
 }
 
@@ -123,13 +137,28 @@ pub struct LayerReport {
 
 impl LayerReport {
     pub fn enforced(layer: Layer, detail: impl Into<String>) -> Self {
-        LayerReport { layer, status: LayerStatus::Enforced { detail: detail.into() } }
+        LayerReport {
+            layer,
+            status: LayerStatus::Enforced {
+                detail: detail.into(),
+            },
+        }
     }
     pub fn not_requested(layer: Layer, detail: impl Into<String>) -> Self {
-        LayerReport { layer, status: LayerStatus::NotRequested { detail: detail.into() } }
+        LayerReport {
+            layer,
+            status: LayerStatus::NotRequested {
+                detail: detail.into(),
+            },
+        }
     }
     pub fn unavailable(layer: Layer, reason: impl Into<String>) -> Self {
-        LayerReport { layer, status: LayerStatus::Unavailable { reason: reason.into() } }
+        LayerReport {
+            layer,
+            status: LayerStatus::Unavailable {
+                reason: reason.into(),
+            },
+        }
     }
     pub fn is_enforced(&self) -> bool {
         matches!(self.status, LayerStatus::Enforced { .. })
@@ -181,6 +210,9 @@ mod tests {
         assert_eq!(Layer::parse_set("namespaces").unwrap().len(), 6);
         assert_eq!(Layer::parse_set("seccomp").unwrap(), [Layer::Seccomp]);
         let err = Layer::parse_set("selinux").unwrap_err().to_string();
-        assert!(err.contains("landlock-fs") && err.contains("namespaces"), "{err}");
+        assert!(
+            err.contains("landlock-fs") && err.contains("namespaces"),
+            "{err}"
+        );
     }
 }

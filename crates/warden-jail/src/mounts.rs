@@ -28,9 +28,21 @@ pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty
 pub const MASK_SOURCE: &str = "/tmp/.warden-mask";
 
 /// /proc entries made read-only, and masked (after Docker's defaults).
-const PROC_READ_ONLY: &[&str] = &["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs"];
-const PROC_MASKED_FILES: &[&str] =
-    &["/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug", "/proc/latency_stats", "/proc/timer_stats"];
+const PROC_READ_ONLY: &[&str] = &[
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+    "/proc/irq",
+    "/proc/bus",
+    "/proc/fs",
+];
+const PROC_MASKED_FILES: &[&str] = &[
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/timer_list",
+    "/proc/sched_debug",
+    "/proc/latency_stats",
+    "/proc/timer_stats",
+];
 const PROC_MASKED_DIRS: &[&str] = &["/proc/acpi", "/proc/scsi", "/sys/firmware"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -43,30 +55,70 @@ pub enum Kind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountOp {
     /// Detach a copy of `src` into fd slot `slot`, then set `set` (MOUNT_ATTR_*) on it.
-    Grab { src: CString, slot: usize, recursive: bool, set: u64 },
+    Grab {
+        src: CString,
+        slot: usize,
+        recursive: bool,
+        set: u64,
+    },
     /// Attach the tree in `slot` at `target`.
-    Attach { slot: usize, target: CString },
+    Attach {
+        slot: usize,
+        target: CString,
+    },
     /// Make `dir` the root; the old root is detached.
-    Pivot { dir: CString },
-    Tmpfs { target: CString, flags: c_ulong, data: CString },
-    Proc { target: CString },
+    Pivot {
+        dir: CString,
+    },
+    Tmpfs {
+        target: CString,
+        flags: c_ulong,
+        data: CString,
+    },
+    Proc {
+        target: CString,
+    },
     /// sysfs, or an empty read-only tmpfs where sysfs cannot be mounted.
-    Sysfs { target: CString },
-    Devpts { target: CString },
+    Sysfs {
+        target: CString,
+    },
+    Devpts {
+        target: CString,
+    },
     /// mkdir; an existing entry is fine.
-    Mkdir { path: CString, mode: u32 },
+    Mkdir {
+        path: CString,
+        mode: u32,
+    },
     /// Create an empty file if nothing is there.
-    Touch { path: CString, mode: u32 },
-    Symlink { target: CString, link: CString },
+    Touch {
+        path: CString,
+        mode: u32,
+    },
+    Symlink {
+        target: CString,
+        link: CString,
+    },
     /// Bind `path` onto itself read-only; a missing path is skipped.
-    ReadOnly { path: CString },
+    ReadOnly {
+        path: CString,
+    },
     /// Cover a file with the empty mask file; a missing path is skipped.
-    MaskFile { target: CString },
+    MaskFile {
+        target: CString,
+    },
     /// Cover a directory with an empty read-only tmpfs; a missing path is skipped.
-    MaskDir { target: CString },
+    MaskDir {
+        target: CString,
+    },
     /// Write a value into a (proc) file; failure is reported as a warning.
-    Sysctl { path: CString, value: CString },
-    Unlink { path: CString },
+    Sysctl {
+        path: CString,
+        value: CString,
+    },
+    Unlink {
+        path: CString,
+    },
 }
 
 impl MountOp {
@@ -85,7 +137,9 @@ impl MountOp {
             MountOp::Touch { path, .. } => format!("create the file {}", s(path)),
             MountOp::Symlink { link, .. } => format!("create the symlink {}", s(link)),
             MountOp::ReadOnly { path } => format!("make {} read-only", s(path)),
-            MountOp::MaskFile { target } | MountOp::MaskDir { target } => format!("mask {}", s(target)),
+            MountOp::MaskFile { target } | MountOp::MaskDir { target } => {
+                format!("mask {}", s(target))
+            }
             MountOp::Sysctl { path, .. } => format!("write {}", s(path)),
             MountOp::Unlink { path } => format!("remove {}", s(path)),
         }
@@ -128,7 +182,11 @@ const NOSUID_NODEV: c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
 
 /// Every ancestor of `path` below `/`, then `path`: the mountpoints to make sure of.
 fn ancestors_inclusive(path: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = path.ancestors().filter(|a| *a != Path::new("/")).map(Path::to_path_buf).collect();
+    let mut v: Vec<PathBuf> = path
+        .ancestors()
+        .filter(|a| *a != Path::new("/"))
+        .map(Path::to_path_buf)
+        .collect();
     v.reverse();
     v
 }
@@ -172,14 +230,24 @@ pub fn plan(inputs: &MountInputs) -> MountPlan {
         if !b.writable {
             set |= MOUNT_ATTR_RDONLY;
         }
-        ops.push(MountOp::Grab { src: c(&b.path), slot, recursive: true, set });
+        ops.push(MountOp::Grab {
+            src: c(&b.path),
+            slot,
+            recursive: true,
+            set,
+        });
         bind_slots.push((b, slot));
         slot += 1;
     }
 
     // 2. The root copy becomes `/`.
-    ops.push(MountOp::Attach { slot: root_slot, target: c(&inputs.staging) });
-    ops.push(MountOp::Pivot { dir: c(&inputs.staging) });
+    ops.push(MountOp::Attach {
+        slot: root_slot,
+        target: c(&inputs.staging),
+    });
+    ops.push(MountOp::Pivot {
+        dir: c(&inputs.staging),
+    });
 
     // 3. Private, fresh filesystems.
     ops.push(MountOp::Tmpfs {
@@ -187,12 +255,20 @@ pub fn plan(inputs: &MountInputs) -> MountPlan {
         flags: NOSUID_NODEV,
         data: cs(&format!("mode=1777,size={}", inputs.tmp_size)),
     });
-    ops.push(MountOp::Touch { path: cs(MASK_SOURCE), mode: 0o000 });
+    ops.push(MountOp::Touch {
+        path: cs(MASK_SOURCE),
+        mode: 0o000,
+    });
 
-    ops.push(MountOp::Proc { target: cs("/proc") });
+    ops.push(MountOp::Proc {
+        target: cs("/proc"),
+    });
     // Nested user namespaces are the usual first step of a kernel exploit; forbid them in
     // the sandbox's own namespace (seccomp also refuses the calls).
-    ops.push(MountOp::Sysctl { path: cs("/proc/sys/user/max_user_namespaces"), value: cs("0") });
+    ops.push(MountOp::Sysctl {
+        path: cs("/proc/sys/user/max_user_namespaces"),
+        value: cs("0"),
+    });
     for p in PROC_READ_ONLY {
         ops.push(MountOp::ReadOnly { path: cs(p) });
     }
@@ -200,11 +276,21 @@ pub fn plan(inputs: &MountInputs) -> MountPlan {
         ops.push(MountOp::MaskFile { target: cs(p) });
     }
 
-    ops.push(MountOp::Tmpfs { target: cs("/dev"), flags: libc::MS_NOSUID | libc::MS_NOEXEC, data: cs("mode=755,size=65536") });
+    ops.push(MountOp::Tmpfs {
+        target: cs("/dev"),
+        flags: libc::MS_NOSUID | libc::MS_NOEXEC,
+        data: cs("mode=755,size=65536"),
+    });
     for (dev, s) in &device_slots {
         let path = cs(&format!("/dev/{dev}"));
-        ops.push(MountOp::Touch { path: path.clone(), mode: 0o666 });
-        ops.push(MountOp::Attach { slot: *s, target: path });
+        ops.push(MountOp::Touch {
+            path: path.clone(),
+            mode: 0o666,
+        });
+        ops.push(MountOp::Attach {
+            slot: *s,
+            target: path,
+        });
     }
     for (target, link) in [
         ("/proc/self/fd", "/dev/fd"),
@@ -213,11 +299,22 @@ pub fn plan(inputs: &MountInputs) -> MountPlan {
         ("/proc/self/fd/2", "/dev/stderr"),
         ("pts/ptmx", "/dev/ptmx"),
     ] {
-        ops.push(MountOp::Symlink { target: cs(target), link: cs(link) });
+        ops.push(MountOp::Symlink {
+            target: cs(target),
+            link: cs(link),
+        });
     }
-    ops.push(MountOp::Mkdir { path: cs("/dev/pts"), mode: 0o755 });
-    ops.push(MountOp::Devpts { target: cs("/dev/pts") });
-    ops.push(MountOp::Mkdir { path: cs("/dev/shm"), mode: 0o1777 });
+    ops.push(MountOp::Mkdir {
+        path: cs("/dev/pts"),
+        mode: 0o755,
+    });
+    ops.push(MountOp::Devpts {
+        target: cs("/dev/pts"),
+    });
+    ops.push(MountOp::Mkdir {
+        path: cs("/dev/shm"),
+        mode: 0o1777,
+    });
     ops.push(MountOp::Tmpfs {
         target: cs("/dev/shm"),
         flags: NOSUID_NODEV,
@@ -228,16 +325,27 @@ pub fn plan(inputs: &MountInputs) -> MountPlan {
     for p in PROC_MASKED_DIRS {
         ops.push(MountOp::MaskDir { target: cs(p) });
     }
-    ops.push(MountOp::Tmpfs { target: cs("/run"), flags: NOSUID_NODEV, data: cs("mode=755,size=16777216") });
+    ops.push(MountOp::Tmpfs {
+        target: cs("/run"),
+        flags: NOSUID_NODEV,
+        data: cs("mode=755,size=16777216"),
+    });
     if inputs.var_run_is_dir {
-        ops.push(MountOp::Tmpfs { target: cs("/var/run"), flags: NOSUID_NODEV, data: cs("mode=755,size=16777216") });
+        ops.push(MountOp::Tmpfs {
+            target: cs("/var/run"),
+            flags: NOSUID_NODEV,
+            data: cs("mode=755,size=16777216"),
+        });
     }
 
     match &inputs.home {
         Some((home, HomeMode::Private)) => {
             // The home may live under a filesystem replaced above (/tmp, /run): make its path.
             for p in ancestors_inclusive(home) {
-                ops.push(MountOp::Mkdir { path: c(&p), mode: 0o755 });
+                ops.push(MountOp::Mkdir {
+                    path: c(&p),
+                    mode: 0o755,
+                });
             }
             ops.push(MountOp::Tmpfs {
                 target: c(home),
@@ -254,13 +362,25 @@ pub fn plan(inputs: &MountInputs) -> MountPlan {
         let chain = ancestors_inclusive(&b.path);
         let (last, parents) = chain.split_last().expect("absolute path below /");
         for p in parents {
-            ops.push(MountOp::Mkdir { path: c(p), mode: 0o755 });
+            ops.push(MountOp::Mkdir {
+                path: c(p),
+                mode: 0o755,
+            });
         }
         match b.kind {
-            Kind::Dir => ops.push(MountOp::Mkdir { path: c(last), mode: 0o755 }),
-            Kind::File => ops.push(MountOp::Touch { path: c(last), mode: 0o644 }),
+            Kind::Dir => ops.push(MountOp::Mkdir {
+                path: c(last),
+                mode: 0o755,
+            }),
+            Kind::File => ops.push(MountOp::Touch {
+                path: c(last),
+                mode: 0o644,
+            }),
         }
-        ops.push(MountOp::Attach { slot: s, target: c(&b.path) });
+        ops.push(MountOp::Attach {
+            slot: s,
+            target: c(&b.path),
+        });
     }
 
     // 5. Masks last, so that nothing mounted later can uncover them.
@@ -273,7 +393,9 @@ pub fn plan(inputs: &MountInputs) -> MountPlan {
             Kind::Dir => MountOp::MaskDir { target: c(&path) },
         });
     }
-    ops.push(MountOp::Unlink { path: cs(MASK_SOURCE) });
+    ops.push(MountOp::Unlink {
+        path: cs(MASK_SOURCE),
+    });
 
     MountPlan { ops, slots: slot }
 }
@@ -287,12 +409,28 @@ mod tests {
             root: "/".into(),
             staging: "/tmp".into(),
             binds: vec![
-                Bind { path: "/srv/ws/vendor".into(), kind: Kind::Dir, writable: false },
-                Bind { path: "/srv/ws".into(), kind: Kind::Dir, writable: true },
-                Bind { path: "/tmp/tool.sh".into(), kind: Kind::File, writable: false },
+                Bind {
+                    path: "/srv/ws/vendor".into(),
+                    kind: Kind::Dir,
+                    writable: false,
+                },
+                Bind {
+                    path: "/srv/ws".into(),
+                    kind: Kind::Dir,
+                    writable: true,
+                },
+                Bind {
+                    path: "/tmp/tool.sh".into(),
+                    kind: Kind::File,
+                    writable: false,
+                },
             ],
             home: Some(("/home/u".into(), HomeMode::Private)),
-            masks: vec![("/home/u/.ssh".into(), Kind::Dir), ("/etc/shadow".into(), Kind::File), ("/srv/ws/.env".into(), Kind::File)],
+            masks: vec![
+                ("/home/u/.ssh".into(), Kind::Dir),
+                ("/etc/shadow".into(), Kind::File),
+                ("/srv/ws/.env".into(), Kind::File),
+            ],
             tmp_size: 1 << 30,
             var_run_is_dir: false,
         }
@@ -317,20 +455,38 @@ mod tests {
     fn grabs_everything_before_pivoting_and_mounts_after() {
         let p = plan(&inputs());
         let pivot = position(&p.ops, |o| matches!(o, MountOp::Pivot { .. }));
-        let grabs: Vec<usize> = p.ops.iter().enumerate().filter(|(_, o)| matches!(o, MountOp::Grab { .. })).map(|(i, _)| i).collect();
+        let grabs: Vec<usize> = p
+            .ops
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| matches!(o, MountOp::Grab { .. }))
+            .map(|(i, _)| i)
+            .collect();
         assert_eq!(grabs.len(), 1 + DEVICES.len() + 3);
         assert!(grabs.iter().all(|g| *g < pivot));
         assert_eq!(p.slots, grabs.len());
         // the root copy is read-only, nosuid, nodev; the workspace writable
         match &p.ops[0] {
-            MountOp::Grab { src, set, recursive, .. } => {
+            MountOp::Grab {
+                src,
+                set,
+                recursive,
+                ..
+            } => {
                 assert_eq!(src.to_str().unwrap(), "/");
                 assert!(*recursive);
-                assert_eq!(*set, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+                assert_eq!(
+                    *set,
+                    MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+                );
             }
             other => panic!("first op is {other:?}"),
         }
-        let ws = p.ops.iter().find(|o| matches!(o, MountOp::Grab { src, .. } if src.to_str() == Ok("/srv/ws"))).unwrap();
+        let ws = p
+            .ops
+            .iter()
+            .find(|o| matches!(o, MountOp::Grab { src, .. } if src.to_str() == Ok("/srv/ws")))
+            .unwrap();
         assert!(matches!(ws, MountOp::Grab { set, .. } if set & MOUNT_ATTR_RDONLY == 0));
     }
 
@@ -344,8 +500,15 @@ mod tests {
         let home = position(&p.ops, |o| target_is(o, "/home/u"));
         assert!(ws < vendor && vendor < env_mask);
         assert!(home < ssh_mask);
-        let last_attach = p.ops.iter().rposition(|o| matches!(o, MountOp::Attach { .. })).unwrap();
-        let first_mask = position(&p.ops, |o| matches!(o, MountOp::MaskFile { target } | MountOp::MaskDir { target } if !target.to_bytes().starts_with(b"/proc") && !target.to_bytes().starts_with(b"/sys")));
+        let last_attach = p
+            .ops
+            .iter()
+            .rposition(|o| matches!(o, MountOp::Attach { .. }))
+            .unwrap();
+        let first_mask = position(
+            &p.ops,
+            |o| matches!(o, MountOp::MaskFile { target } | MountOp::MaskDir { target } if !target.to_bytes().starts_with(b"/proc") && !target.to_bytes().starts_with(b"/sys")),
+        );
         assert!(last_attach < first_mask);
         assert!(matches!(p.ops.last(), Some(MountOp::Unlink { .. })));
     }
@@ -354,8 +517,12 @@ mod tests {
     fn mountpoints_are_made_for_binds_inside_fresh_filesystems() {
         let p = plan(&inputs());
         let tool = position(&p.ops, |o| target_is(o, "/tmp/tool.sh"));
-        assert!(matches!(&p.ops[tool - 1], MountOp::Touch { path, .. } if path.to_str() == Ok("/tmp/tool.sh")));
-        assert!(matches!(&p.ops[tool - 2], MountOp::Mkdir { path, .. } if path.to_str() == Ok("/tmp")));
+        assert!(
+            matches!(&p.ops[tool - 1], MountOp::Touch { path, .. } if path.to_str() == Ok("/tmp/tool.sh"))
+        );
+        assert!(
+            matches!(&p.ops[tool - 2], MountOp::Mkdir { path, .. } if path.to_str() == Ok("/tmp"))
+        );
     }
 
     #[test]
@@ -364,7 +531,11 @@ mod tests {
         i.home = Some(("/home/u".into(), HomeMode::Hidden));
         i.var_run_is_dir = true;
         let p = plan(&i);
-        assert!(p.ops.iter().any(|o| matches!(o, MountOp::MaskDir { target } if target.to_str() == Ok("/home/u"))));
+        assert!(
+            p.ops.iter().any(
+                |o| matches!(o, MountOp::MaskDir { target } if target.to_str() == Ok("/home/u"))
+            )
+        );
         assert!(p.ops.iter().any(|o| target_is(o, "/var/run")));
         i.home = Some(("/home/u".into(), HomeMode::ReadOnly));
         let p = plan(&i);

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as Cond, SeccompFilter,
-    SeccompRule, TargetArch,
+    BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op,
+    SeccompCondition as Cond, SeccompFilter, SeccompRule, TargetArch,
 };
 
 /// The compiled filters, in the order they are installed.
@@ -138,13 +138,21 @@ pub fn build(options: SeccompOptions) -> Result<SeccompProgram, String> {
     // clone(): no new namespaces (flags are the first argument on x86_64 and aarch64).
     rules.insert(
         libc::SYS_clone,
-        NAMESPACE_FLAGS.iter().map(|f| rule(vec![cond(0, Len::Qword, Op::MaskedEq(*f), *f)])).collect(),
+        NAMESPACE_FLAGS
+            .iter()
+            .map(|f| rule(vec![cond(0, Len::Qword, Op::MaskedEq(*f), *f)]))
+            .collect(),
     );
 
     // personality(): nothing that weakens ASLR or changes the ABI.
     rules.insert(
         libc::SYS_personality,
-        vec![rule(SAFE_PERSONALITIES.iter().map(|p| cond(0, Len::Dword, Op::Ne, *p)).collect())],
+        vec![rule(
+            SAFE_PERSONALITIES
+                .iter()
+                .map(|p| cond(0, Len::Dword, Op::Ne, *p))
+                .collect(),
+        )],
     );
 
     // socket() and socketpair(): only unix, inet and inet6; no raw or packet sockets.
@@ -153,7 +161,12 @@ pub fn build(options: SeccompOptions) -> Result<SeccompProgram, String> {
         families.extend([libc::AF_INET as u64, libc::AF_INET6 as u64]);
     }
     for nr in [libc::SYS_socket, libc::SYS_socketpair] {
-        let mut r = vec![rule(families.iter().map(|f| cond(0, Len::Dword, Op::Ne, *f)).collect())];
+        let mut r = vec![rule(
+            families
+                .iter()
+                .map(|f| cond(0, Len::Dword, Op::Ne, *f))
+                .collect(),
+        )];
         for ty in [libc::SOCK_RAW as u64, SOCK_PACKET] {
             r.push(rule(vec![cond(1, Len::Dword, Op::MaskedEq(0xf), ty)]));
         }
@@ -162,6 +175,8 @@ pub fn build(options: SeccompOptions) -> Result<SeccompProgram, String> {
 
     // ioctl(): no pushing input into a terminal (TIOCSTI) or console tricks (TIOCLINUX).
     // The request is an unsigned int to the kernel, so compare only the low 32 bits.
+    // (The request constants' type differs between architectures, hence the casts.)
+    #[allow(clippy::unnecessary_cast)]
     rules.insert(
         libc::SYS_ioctl,
         [libc::TIOCSTI as u64, libc::TIOCLINUX as u64]
@@ -170,23 +185,51 @@ pub fn build(options: SeccompOptions) -> Result<SeccompProgram, String> {
             .collect(),
     );
 
-    let main = SeccompFilter::new(rules, SeccompAction::Allow, eperm, ARCH).map_err(|e| e.to_string())?;
-    let mut main: BpfProgram = main.try_into().map_err(|e: seccompiler::BackendError| e.to_string())?;
+    let main =
+        SeccompFilter::new(rules, SeccompAction::Allow, eperm, ARCH).map_err(|e| e.to_string())?;
+    let mut main: BpfProgram = main
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| e.to_string())?;
     add_x32_guard(&mut main);
 
     // clone3's flags live in memory the filter cannot read: make it look absent.
     let mut clone3 = BTreeMap::new();
     clone3.insert(libc::SYS_clone3, Vec::new());
-    let clone3 = SeccompFilter::new(clone3, SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32), ARCH)
-        .map_err(|e| e.to_string())?;
-    let mut clone3: BpfProgram = clone3.try_into().map_err(|e: seccompiler::BackendError| e.to_string())?;
+    let clone3 = SeccompFilter::new(
+        clone3,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        ARCH,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut clone3: BpfProgram = clone3
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| e.to_string())?;
     add_x32_guard(&mut clone3);
-    denied.extend(["clone(CLONE_NEW*)", "clone3", "unsafe personality", "raw/packet/other-family sockets", "ioctl(TIOCSTI)"]);
+    denied.extend([
+        "clone(CLONE_NEW*)",
+        "clone3",
+        "unsafe personality",
+        "raw/packet/other-family sockets",
+        "ioctl(TIOCSTI)",
+    ]);
     if options.deny_inet {
         denied.push("inet sockets");
     }
-    let to_libc = |p: BpfProgram| p.into_iter().map(|i| libc::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k }).collect();
-    Ok(SeccompProgram { filters: vec![to_libc(clone3), to_libc(main)], denied })
+    let to_libc = |p: BpfProgram| {
+        p.into_iter()
+            .map(|i| libc::sock_filter {
+                code: i.code,
+                jt: i.jt,
+                jf: i.jf,
+                k: i.k,
+            })
+            .collect()
+    };
+    Ok(SeccompProgram {
+        filters: vec![to_libc(clone3), to_libc(main)],
+        denied,
+    })
 }
 
 /// On x86_64, system call numbers with bit 30 set are the x32 ABI: the same calls under other
@@ -198,9 +241,24 @@ fn add_x32_guard(prog: &mut BpfProgram) {
         use libc::{BPF_ABS, BPF_JGE, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W};
         use seccompiler::sock_filter;
         const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
-        let load_nr = sock_filter { code: (BPF_LD | BPF_W | BPF_ABS) as u16, jt: 0, jf: 0, k: 0 };
-        let is_x32 = sock_filter { code: (BPF_JMP | BPF_JGE | BPF_K) as u16, jt: 0, jf: 1, k: 0x4000_0000 };
-        let deny = sock_filter { code: (BPF_RET | BPF_K) as u16, jt: 0, jf: 0, k: SECCOMP_RET_ERRNO | libc::EPERM as u32 };
+        let load_nr = sock_filter {
+            code: (BPF_LD | BPF_W | BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        };
+        let is_x32 = sock_filter {
+            code: (BPF_JMP | BPF_JGE | BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: 0x4000_0000,
+        };
+        let deny = sock_filter {
+            code: (BPF_RET | BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        };
         // seccompiler's program starts with 3 instructions of architecture check; jumps after
         // them are relative and unaffected by inserting before them.
         let at = 3.min(prog.len());
@@ -212,8 +270,12 @@ fn add_x32_guard(prog: &mut BpfProgram) {
 
 /// Whether the kernel can install seccomp filters at all.
 pub fn available() -> Result<(), String> {
-    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| format!("cannot read /proc/self/status: {e}"))?;
-    if status.lines().any(|l| l.starts_with("Seccomp_filters:") || l.starts_with("Seccomp:")) {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| format!("cannot read /proc/self/status: {e}"))?;
+    if status
+        .lines()
+        .any(|l| l.starts_with("Seccomp_filters:") || l.starts_with("Seccomp:"))
+    {
         Ok(())
     } else {
         Err("the kernel was built without CONFIG_SECCOMP_FILTER".into())
@@ -229,10 +291,35 @@ mod tests {
         let p = build(SeccompOptions::default()).unwrap();
         assert_eq!(p.filters.len(), 2);
         for name in [
-            "mount", "umount2", "pivot_root", "open_tree", "move_mount", "fsopen", "fsmount", "ptrace", "process_vm_readv",
-            "process_vm_writev", "bpf", "perf_event_open", "keyctl", "add_key", "request_key", "kexec_load",
-            "kexec_file_load", "init_module", "finit_module", "delete_module", "unshare", "setns", "io_uring_setup",
-            "io_uring_enter", "io_uring_register", "userfaultfd", "reboot", "swapon", "swapoff",
+            "mount",
+            "umount2",
+            "pivot_root",
+            "open_tree",
+            "move_mount",
+            "fsopen",
+            "fsmount",
+            "ptrace",
+            "process_vm_readv",
+            "process_vm_writev",
+            "bpf",
+            "perf_event_open",
+            "keyctl",
+            "add_key",
+            "request_key",
+            "kexec_load",
+            "kexec_file_load",
+            "init_module",
+            "finit_module",
+            "delete_module",
+            "unshare",
+            "setns",
+            "io_uring_setup",
+            "io_uring_enter",
+            "io_uring_register",
+            "userfaultfd",
+            "reboot",
+            "swapon",
+            "swapoff",
         ] {
             assert!(p.denied.contains(&name), "{name} is not denied");
         }

@@ -14,7 +14,9 @@ use libc::{c_int, c_long, c_uint, c_ulong, c_void, pid_t};
 pub type SysResult<T> = Result<T, i32>;
 
 fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 fn check(ret: c_long) -> SysResult<c_long> {
@@ -66,7 +68,11 @@ struct MountAttr {
 /// child must never return into the caller's frames beyond the function that called this.
 pub unsafe fn clone3(flags: u64, cgroup: Option<RawFd>) -> SysResult<(pid_t, RawFd)> {
     let mut pidfd: c_int = -1;
-    let into_cgroup = if cgroup.is_some() { CLONE_INTO_CGROUP } else { 0 };
+    let into_cgroup = if cgroup.is_some() {
+        CLONE_INTO_CGROUP
+    } else {
+        0
+    };
     let args = CloneArgs {
         flags: flags | libc::CLONE_PIDFD as u64 | into_cgroup,
         pidfd: &mut pidfd as *mut c_int as u64,
@@ -83,7 +89,13 @@ pub unsafe fn clone3(flags: u64, cgroup: Option<RawFd>) -> SysResult<(pid_t, Raw
     // SAFETY: `args` is a valid, fully initialised clone_args of the size we pass; the
     // kernel writes the pidfd into `pidfd`, which outlives the call. The caller upholds the
     // fork-like contract documented above.
-    let pid = check(unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, size_of::<CloneArgs>()) })?;
+    let pid = check(unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            size_of::<CloneArgs>(),
+        )
+    })?;
     Ok((pid as pid_t, pidfd))
 }
 
@@ -105,12 +117,19 @@ pub fn open_tree(path: &CStr, recursive: bool) -> SysResult<RawFd> {
         flags |= libc::AT_RECURSIVE as c_uint;
     }
     // SAFETY: `path` is a valid NUL-terminated string for the duration of the call.
-    let fd = check(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) })?;
+    let fd =
+        check(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) })?;
     Ok(fd as RawFd)
 }
 
 /// Sets and clears mount attributes on the detached or attached tree `fd` refers to.
-pub fn mount_setattr_fd(fd: RawFd, recursive: bool, set: u64, clear: u64, private: bool) -> SysResult<()> {
+pub fn mount_setattr_fd(
+    fd: RawFd,
+    recursive: bool,
+    set: u64,
+    clear: u64,
+    private: bool,
+) -> SysResult<()> {
     let attr = MountAttr {
         attr_set: set,
         attr_clr: clear,
@@ -124,7 +143,14 @@ pub fn mount_setattr_fd(fd: RawFd, recursive: bool, set: u64, clear: u64, privat
     // SAFETY: the empty path is a static C string and `attr` a valid mount_attr whose size
     // we pass; both outlive the call.
     check(unsafe {
-        libc::syscall(libc::SYS_mount_setattr, fd, c"".as_ptr(), flags, &attr as *const MountAttr, size_of::<MountAttr>())
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd,
+            c"".as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            size_of::<MountAttr>(),
+        )
     })?;
     Ok(())
 }
@@ -133,12 +159,25 @@ pub fn mount_setattr_fd(fd: RawFd, recursive: bool, set: u64, clear: u64, privat
 pub fn move_mount(fd: RawFd, target: &CStr) -> SysResult<()> {
     // SAFETY: both paths are valid C strings for the duration of the call.
     check(unsafe {
-        libc::syscall(libc::SYS_move_mount, fd, c"".as_ptr(), libc::AT_FDCWD, target.as_ptr(), MOVE_MOUNT_F_EMPTY_PATH)
+        libc::syscall(
+            libc::SYS_move_mount,
+            fd,
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
     })?;
     Ok(())
 }
 
-pub fn mount(source: &CStr, target: &CStr, fstype: Option<&CStr>, flags: c_ulong, data: Option<&CStr>) -> SysResult<()> {
+pub fn mount(
+    source: &CStr,
+    target: &CStr,
+    fstype: Option<&CStr>,
+    flags: c_ulong,
+    data: Option<&CStr>,
+) -> SysResult<()> {
     let fstype = fstype.map_or(ptr::null(), CStr::as_ptr);
     let data = data.map_or(ptr::null(), |d| d.as_ptr() as *const c_void);
     // SAFETY: all pointers are valid C strings or null, as mount(2) accepts.
@@ -152,7 +191,15 @@ pub fn mount(source: &CStr, target: &CStr, fstype: Option<&CStr>, flags: c_ulong
 /// wait for an RCU grace period (about a millisecond on a small VM).
 pub fn move_here_onto_root() -> SysResult<()> {
     // SAFETY: static C strings; no data argument.
-    check_int(unsafe { libc::mount(c".".as_ptr(), c"/".as_ptr(), ptr::null(), libc::MS_MOVE, ptr::null()) })?;
+    check_int(unsafe {
+        libc::mount(
+            c".".as_ptr(),
+            c"/".as_ptr(),
+            ptr::null(),
+            libc::MS_MOVE,
+            ptr::null(),
+        )
+    })?;
     // SAFETY: static C string.
     check_int(unsafe { libc::chroot(c".".as_ptr()) })?;
     Ok(())
@@ -204,7 +251,9 @@ pub fn close_all_except(keep: &mut [RawFd]) -> SysResult<()> {
         }
         if fd as c_uint > next {
             // SAFETY: close_range only closes descriptors; the range is well-formed.
-            check(unsafe { libc::syscall(libc::SYS_close_range, next, fd as c_uint - 1, 0 as c_uint) })?;
+            check(unsafe {
+                libc::syscall(libc::SYS_close_range, next, fd as c_uint - 1, 0 as c_uint)
+            })?;
         }
         next = fd as c_uint + 1;
     }
@@ -280,7 +329,9 @@ pub fn unshare(flags: c_int) -> SysResult<()> {
 /// Brings the loopback interface up (SIOCSIFFLAGS), in the current network namespace.
 pub fn loopback_up() -> SysResult<()> {
     // SAFETY: socket with constant arguments.
-    let sock = check_int(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    let sock = check_int(unsafe {
+        libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
+    })?;
     // SAFETY: ifreq is plain data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
@@ -299,7 +350,10 @@ pub fn prctl(option: c_int, arg2: c_ulong) -> SysResult<c_int> {
 }
 
 pub fn setrlimit(resource: libc::__rlimit_resource_t, value: u64) -> SysResult<()> {
-    let lim = libc::rlimit { rlim_cur: value, rlim_max: value };
+    let lim = libc::rlimit {
+        rlim_cur: value,
+        rlim_max: value,
+    };
     // SAFETY: `lim` is a valid rlimit.
     check_int(unsafe { libc::setrlimit(resource, &lim) })?;
     Ok(())
@@ -320,8 +374,15 @@ pub fn capset_none() -> SysResult<()> {
         inheritable: u32,
     }
     const VERSION_3: u32 = 0x2008_0522;
-    let header = Header { version: VERSION_3, pid: 0 };
-    let data = [Data { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    let header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
     // SAFETY: version-3 capset takes a header and two data structs, both valid here.
     check(unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) })?;
     Ok(())
@@ -341,18 +402,39 @@ pub fn capget_effective() -> SysResult<u64> {
         permitted: u32,
         inheritable: u32,
     }
-    let header = Header { version: 0x2008_0522, pid: 0 };
-    let mut data = [Data { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    let header = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let mut data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
     // SAFETY: capget writes two data structs into `data`, which is large enough.
-    check(unsafe { libc::syscall(libc::SYS_capget, &header as *const Header, data.as_mut_ptr()) })?;
-    Ok((data[0].effective as u64) | ((data[1].effective as u64) << 32) | (data[0].permitted as u64) | ((data[1].permitted as u64) << 32))
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &header as *const Header,
+            data.as_mut_ptr(),
+        )
+    })?;
+    Ok((data[0].effective as u64)
+        | ((data[1].effective as u64) << 32)
+        | (data[0].permitted as u64)
+        | ((data[1].permitted as u64) << 32))
 }
 
 /// The Landlock ABI version of the running kernel, or the errno (EOPNOTSUPP, ENOSYS).
 pub fn landlock_abi() -> SysResult<i32> {
     // SAFETY: the version query takes a null attribute pointer and size 0.
     let v = check(unsafe {
-        libc::syscall(libc::SYS_landlock_create_ruleset, ptr::null::<c_void>(), 0usize, LANDLOCK_CREATE_RULESET_VERSION)
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            ptr::null::<c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
     })?;
     Ok(v as i32)
 }
@@ -365,10 +447,18 @@ pub fn landlock_restrict_self(ruleset: RawFd) -> SysResult<()> {
 
 /// Installs a seccomp filter (no_new_privs must already be set).
 pub fn seccomp_filter(program: &[libc::sock_filter]) -> SysResult<()> {
-    let prog = libc::sock_fprog { len: program.len() as u16, filter: program.as_ptr() as *mut libc::sock_filter };
+    let prog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
     // SAFETY: `prog` points at `program`, which outlives the call; the kernel copies it.
     check(unsafe {
-        libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0 as c_uint, &prog as *const libc::sock_fprog)
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0 as c_uint,
+            &prog as *const libc::sock_fprog,
+        )
     })?;
     Ok(())
 }
@@ -466,7 +556,10 @@ pub fn exit_now(code: c_int) -> ! {
 
 /// Sends a fixed-size message on a SOCK_SEQPACKET socket, optionally carrying a descriptor.
 pub fn send_msg(sock: RawFd, bytes: &[u8], pass_fd: Option<RawFd>) -> SysResult<()> {
-    let mut iov = libc::iovec { iov_base: bytes.as_ptr() as *mut c_void, iov_len: bytes.len() };
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut c_void,
+        iov_len: bytes.len(),
+    };
     // Room for one descriptor, aligned as cmsghdr requires.
     #[repr(C, align(8))]
     struct Cmsg([u8; 64]);
@@ -477,7 +570,12 @@ pub fn send_msg(sock: RawFd, bytes: &[u8], pass_fd: Option<RawFd>) -> SysResult<
     msg.msg_iovlen = 1;
     if let Some(fd) = pass_fd {
         // SAFETY: CMSG_SPACE/LEN are pure computations.
-        let (space, len) = unsafe { (libc::CMSG_SPACE(size_of::<c_int>() as u32), libc::CMSG_LEN(size_of::<c_int>() as u32)) };
+        let (space, len) = unsafe {
+            (
+                libc::CMSG_SPACE(size_of::<c_int>() as u32),
+                libc::CMSG_LEN(size_of::<c_int>() as u32),
+            )
+        };
         msg.msg_control = cbuf.0.as_mut_ptr() as *mut c_void;
         msg.msg_controllen = space as usize;
         // SAFETY: the control buffer is large and aligned enough for one cmsghdr holding
@@ -487,7 +585,11 @@ pub fn send_msg(sock: RawFd, bytes: &[u8], pass_fd: Option<RawFd>) -> SysResult<
             (*cmsg).cmsg_level = libc::SOL_SOCKET;
             (*cmsg).cmsg_type = libc::SCM_RIGHTS;
             (*cmsg).cmsg_len = len as usize;
-            ptr::copy_nonoverlapping(&fd as *const c_int as *const u8, libc::CMSG_DATA(cmsg), size_of::<c_int>());
+            ptr::copy_nonoverlapping(
+                &fd as *const c_int as *const u8,
+                libc::CMSG_DATA(cmsg),
+                size_of::<c_int>(),
+            );
         }
     }
     loop {
@@ -505,7 +607,10 @@ pub fn send_msg(sock: RawFd, bytes: &[u8], pass_fd: Option<RawFd>) -> SysResult<
 
 /// Receives one message; returns its length and a descriptor if one was passed.
 pub fn recv_msg(sock: RawFd, buf: &mut [u8]) -> SysResult<(usize, Option<RawFd>)> {
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut c_void, iov_len: buf.len() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut c_void,
+        iov_len: buf.len(),
+    };
     #[repr(C, align(8))]
     struct Cmsg([u8; 64]);
     let mut cbuf = Cmsg([0; 64]);
@@ -534,7 +639,11 @@ pub fn recv_msg(sock: RawFd, buf: &mut [u8]) -> SysResult<(usize, Option<RawFd>)
         while !cmsg.is_null() {
             if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
                 let mut raw: c_int = -1;
-                ptr::copy_nonoverlapping(libc::CMSG_DATA(cmsg), &mut raw as *mut c_int as *mut u8, size_of::<c_int>());
+                ptr::copy_nonoverlapping(
+                    libc::CMSG_DATA(cmsg),
+                    &mut raw as *mut c_int as *mut u8,
+                    size_of::<c_int>(),
+                );
                 fd = Some(raw);
             }
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
@@ -545,7 +654,15 @@ pub fn recv_msg(sock: RawFd, buf: &mut [u8]) -> SysResult<(usize, Option<RawFd>)
 
 pub fn pidfd_send_signal(pidfd: RawFd, sig: c_int) -> SysResult<()> {
     // SAFETY: takes a descriptor, a signal number, a null siginfo and flags.
-    check(unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd, sig, ptr::null::<c_void>(), 0 as c_uint) })?;
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd,
+            sig,
+            ptr::null::<c_void>(),
+            0 as c_uint,
+        )
+    })?;
     Ok(())
 }
 
@@ -554,14 +671,25 @@ pub fn pidfd_try_wait(pidfd: RawFd) -> SysResult<Option<c_int>> {
     // SAFETY: siginfo_t is plain data; zeroed is valid for waitid to fill.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     // SAFETY: `info` is a valid out-pointer.
-    check_int(unsafe { libc::waitid(libc::P_PIDFD, pidfd as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG) })?;
+    check_int(unsafe {
+        libc::waitid(
+            libc::P_PIDFD,
+            pidfd as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG,
+        )
+    })?;
     // SAFETY: waitid filled `info`; si_pid is zero when no child changed state.
     let (pid, code, status) = unsafe { (info.si_pid(), info.si_code, info.si_status()) };
     if pid == 0 {
         return Ok(None);
     }
     // Re-encode as a wait(2) status so callers can use the usual WIF* macros.
-    Ok(Some(if code == libc::CLD_EXITED { (status & 0xff) << 8 } else { status & 0x7f }))
+    Ok(Some(if code == libc::CLD_EXITED {
+        (status & 0xff) << 8
+    } else {
+        status & 0x7f
+    }))
 }
 
 /// Ends this process the way a child ended: by the same signal (without a core dump), so
@@ -587,7 +715,10 @@ pub fn landlock_add_path_rule(ruleset: RawFd, parent: RawFd, access: u64) -> Sys
         parent_fd: i32,
     }
     const LANDLOCK_RULE_PATH_BENEATH: c_int = 1;
-    let attr = PathBeneathAttr { allowed_access: access, parent_fd: parent };
+    let attr = PathBeneathAttr {
+        allowed_access: access,
+        parent_fd: parent,
+    };
     // SAFETY: `attr` is a valid, packed landlock_path_beneath_attr that outlives the call.
     check(unsafe {
         libc::syscall(

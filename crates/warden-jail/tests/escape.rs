@@ -63,18 +63,36 @@ impl Run {
         self.lines.iter().filter(|l| l["outcome"] != "info")
     }
     fn escapes(&self) -> Vec<&Value> {
-        self.attempts().filter(|l| l["outcome"] == "escaped").collect()
+        self.attempts()
+            .filter(|l| l["outcome"] == "escaped")
+            .collect()
     }
     fn info(&self, check: &str) -> &Value {
-        self.lines.iter().find(|l| l["check"] == check).unwrap_or_else(|| panic!("no {check} line in {}", self.stdout))
+        self.lines
+            .iter()
+            .find(|l| l["check"] == check)
+            .unwrap_or_else(|| panic!("no {check} line in {}", self.stdout))
     }
     /// Every attempt was made and blocked; `expected` attempts at least (so that a probe
     /// that dies early cannot pass).
     fn assert_all_blocked(&self, expected: usize) {
         let n = self.attempts().count();
-        assert!(n >= expected, "only {n} attempts reported, expected {expected}:\n{}\nstderr: {}", self.stdout, self.stderr);
+        assert!(
+            n >= expected,
+            "only {n} attempts reported, expected {expected}:\n{}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
         let escapes = self.escapes();
-        assert!(escapes.is_empty(), "escapes:\n{}", escapes.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"));
+        assert!(
+            escapes.is_empty(),
+            "escapes:\n{}",
+            escapes
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
 }
 
@@ -84,7 +102,10 @@ fn probe_binary() -> PathBuf {
 
 impl Sandbox {
     fn new() -> Sandbox {
-        let dir = tempfile::Builder::new().prefix("warden-escape-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("warden-escape-")
+            .tempdir()
+            .unwrap();
         let ws = dir.path().join("workspace");
         let home = dir.path().join("home");
         let outside = dir.path().join("outside");
@@ -101,7 +122,12 @@ impl Sandbox {
         }
         fs::write(home.join("notes.txt"), "not a secret").unwrap();
         fs::write(outside.join("data.txt"), "outside").unwrap();
-        Sandbox { ws, home, outside, _dir: dir }
+        Sandbox {
+            ws,
+            home,
+            outside,
+            _dir: dir,
+        }
     }
 
     fn policy(&self, isolation: Isolation) -> SandboxPolicy {
@@ -112,20 +138,33 @@ impl Sandbox {
     }
 
     fn env(&self) -> Vec<(OsString, OsString)> {
-        vec![("HOME".into(), self.home.clone().into()), ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into())]
+        vec![
+            ("HOME".into(), self.home.clone().into()),
+            ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+        ]
     }
 
     fn run(&self, policy: SandboxPolicy, args: &[&str]) -> Run {
         self.run_with_env(policy, args, self.env())
     }
 
-    fn run_with_env(&self, policy: SandboxPolicy, args: &[&str], host_env: Vec<(OsString, OsString)>) -> Run {
+    fn run_with_env(
+        &self,
+        policy: SandboxPolicy,
+        args: &[&str],
+        host_env: Vec<(OsString, OsString)>,
+    ) -> Run {
         let mut command: Vec<OsString> = vec!["./warden-probe".into()];
         command.extend(args.iter().map(OsString::from));
         self.run_command(policy, command, host_env)
     }
 
-    fn run_command(&self, policy: SandboxPolicy, command: Vec<OsString>, host_env: Vec<(OsString, OsString)>) -> Run {
+    fn run_command(
+        &self,
+        policy: SandboxPolicy,
+        command: Vec<OsString>,
+        host_env: Vec<(OsString, OsString)>,
+    ) -> Run {
         let mut out = tempfile::tempfile().unwrap();
         let mut err = tempfile::tempfile().unwrap();
         let null = fs::File::open("/dev/null").unwrap();
@@ -136,7 +175,11 @@ impl Sandbox {
             host_env,
             degraded: Degraded::none(),
             tty: false,
-            stdio: [Some(OwnedFd::from(null)), Some(OwnedFd::from(out.try_clone().unwrap())), Some(OwnedFd::from(err.try_clone().unwrap()))],
+            stdio: [
+                Some(OwnedFd::from(null)),
+                Some(OwnedFd::from(out.try_clone().unwrap())),
+                Some(OwnedFd::from(err.try_clone().unwrap())),
+            ],
             forward_signals: false,
         };
         let jail = Jail::prepare(config).unwrap_or_else(|e| panic!("prepare: {e}"));
@@ -147,8 +190,16 @@ impl Sandbox {
         let mut stderr = String::new();
         err.rewind().unwrap();
         err.read_to_string(&mut stderr).unwrap();
-        let lines = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-        Run { outcome, lines, stdout, stderr }
+        let lines = stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        Run {
+            outcome,
+            lines,
+            stdout,
+            stderr,
+        }
     }
 }
 
@@ -179,20 +230,46 @@ fn blocklisted_paths_cannot_be_read_even_with_the_home_visible() {
         policy.filesystem.read_scope = ReadScope::Host;
         policy.filesystem.home = HomeMode::ReadOnly;
         let mut targets: Vec<String> = HOME_SECRETS.iter().map(|p| s(&sb.home.join(p))).collect();
-        for dir in [".ssh", ".gnupg", ".aws", ".kube", ".docker", ".config/gcloud", ".mozilla", ".config/google-chrome"] {
+        for dir in [
+            ".ssh",
+            ".gnupg",
+            ".aws",
+            ".kube",
+            ".docker",
+            ".config/gcloud",
+            ".mozilla",
+            ".config/google-chrome",
+        ] {
             targets.push(s(&sb.home.join(dir)));
         }
         targets.extend(["/etc/shadow", "/etc/gshadow", "/root"].map(String::from));
         targets.push(s(&token));
-        targets.push(format!("/var/run/secrets/{}", token.file_name().unwrap().to_string_lossy()));
-        let args: Vec<&str> = std::iter::once("read").chain(targets.iter().map(String::as_str)).collect();
+        targets.push(format!(
+            "/var/run/secrets/{}",
+            token.file_name().unwrap().to_string_lossy()
+        ));
+        let args: Vec<&str> = std::iter::once("read")
+            .chain(targets.iter().map(String::as_str))
+            .collect();
         let run = sb.run(policy.clone(), &args);
         run.assert_all_blocked(targets.len());
-        assert!(!run.stdout.contains(SECRET), "{isolation:?}: a secret leaked:\n{}", run.stdout);
+        assert!(
+            !run.stdout.contains(SECRET),
+            "{isolation:?}: a secret leaked:\n{}",
+            run.stdout
+        );
 
         // Positive control: the home is visible in this policy, so the masks did the work.
-        let run = sb.run(policy, &["read", &s(&sb.home.join("notes.txt")), "/etc/passwd"]);
-        assert_eq!(run.escapes().len(), 2, "{isolation:?}: the home should be readable here:\n{}", run.stdout);
+        let run = sb.run(
+            policy,
+            &["read", &s(&sb.home.join("notes.txt")), "/etc/passwd"],
+        );
+        assert_eq!(
+            run.escapes().len(),
+            2,
+            "{isolation:?}: the home should be readable here:\n{}",
+            run.stdout
+        );
     });
 
     fs::remove_file(&token).unwrap();
@@ -205,7 +282,15 @@ fn blocklisted_paths_cannot_be_read_even_with_the_home_visible() {
 fn the_default_home_is_private_and_empty() {
     both_modes(|isolation| {
         let sb = Sandbox::new();
-        let run = sb.run(sb.policy(isolation), &["read", &s(&sb.home.join("notes.txt")), &s(&sb.home.join(".ssh/id_ed25519")), &s(&sb.outside)]);
+        let run = sb.run(
+            sb.policy(isolation),
+            &[
+                "read",
+                &s(&sb.home.join("notes.txt")),
+                &s(&sb.home.join(".ssh/id_ed25519")),
+                &s(&sb.outside),
+            ],
+        );
         run.assert_all_blocked(3);
     });
 }
@@ -217,7 +302,15 @@ fn writes_outside_the_workspace_fail_and_the_workspace_is_writable() {
     both_modes(|isolation| {
         let sb = Sandbox::new();
         let host_tmp_file = format!("/tmp/warden-escape-{}-{isolation:?}", std::process::id());
-        let targets = ["/etc", "/usr", "/var/tmp", &s(&sb.outside), &s(&sb.home), &host_tmp_file, "/etc/passwd"];
+        let targets = [
+            "/etc",
+            "/usr",
+            "/var/tmp",
+            &s(&sb.outside),
+            &s(&sb.home),
+            &host_tmp_file,
+            "/etc/passwd",
+        ];
         let mut args = vec!["write"];
         args.extend(targets.iter().copied());
         let run = sb.run(sb.policy(isolation), &args);
@@ -228,22 +321,48 @@ fn writes_outside_the_workspace_fail_and_the_workspace_is_writable() {
             .into_iter()
             .filter(|e| {
                 let t = e["target"].as_str().unwrap();
-                !(isolation == Isolation::Full && (t.starts_with(&s(&sb.home)) || t.starts_with("/tmp/")))
+                !(isolation == Isolation::Full
+                    && (t.starts_with(&s(&sb.home)) || t.starts_with("/tmp/")))
             })
             .collect();
-        assert!(host_paths.is_empty(), "{isolation:?}: wrote outside the workspace: {host_paths:?}");
-        assert!(run.attempts().count() >= 2 * targets.len(), "{}", run.stdout);
+        assert!(
+            host_paths.is_empty(),
+            "{isolation:?}: wrote outside the workspace: {host_paths:?}"
+        );
+        assert!(
+            run.attempts().count() >= 2 * targets.len(),
+            "{}",
+            run.stdout
+        );
         // Nothing reached the host.
         assert_eq!(fs::read_dir(&sb.outside).unwrap().count(), 1);
         assert!(!Path::new(&host_tmp_file).exists());
-        let home_entries: Vec<_> = fs::read_dir(&sb.home).unwrap().flatten().map(|e| e.file_name()).collect();
-        assert!(!home_entries.iter().any(|n| n.to_string_lossy().starts_with("warden-probe")), "{home_entries:?}");
-        assert_eq!(fs::read_to_string("/etc/passwd").unwrap().contains("escaped"), false);
+        let home_entries: Vec<_> = fs::read_dir(&sb.home)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(
+            !home_entries
+                .iter()
+                .any(|n| n.to_string_lossy().starts_with("warden-probe")),
+            "{home_entries:?}"
+        );
+        assert!(
+            !fs::read_to_string("/etc/passwd")
+                .unwrap()
+                .contains("escaped")
+        );
 
         // The workspace is writable, and the host sees the result.
         let run = sb.run(sb.policy(isolation), &["write", &s(&sb.ws)]);
         assert_eq!(run.escapes().len(), 2, "{}", run.stdout);
-        assert!(fs::read_dir(&sb.ws).unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with("warden-probe-")));
+        assert!(
+            fs::read_dir(&sb.ws)
+                .unwrap()
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("warden-probe-"))
+        );
     });
 }
 
@@ -253,7 +372,8 @@ fn symlinks_hard_links_and_proc_roots_do_not_escape() {
         let sb = Sandbox::new();
         std::os::unix::fs::symlink("/etc/shadow", sb.ws.join("host-symlink-to-shadow")).unwrap();
         std::os::unix::fs::symlink("/root", sb.ws.join("host-symlink-to-root")).unwrap();
-        std::os::unix::fs::symlink(sb.home.join(".ssh"), sb.ws.join("host-symlink-to-ssh")).unwrap();
+        std::os::unix::fs::symlink(sb.home.join(".ssh"), sb.ws.join("host-symlink-to-ssh"))
+            .unwrap();
         let mut policy = sb.policy(isolation);
         policy.filesystem.home = HomeMode::ReadOnly;
         let run = sb.run(policy, &["links", &s(&sb.ws)]);
@@ -288,14 +408,20 @@ fn the_host_network_is_unreachable() {
     });
     both_modes(|isolation| {
         let sb = Sandbox::new();
-        let run = sb.run(sb.policy(isolation), &["tcp", &tcp_addr, "1.1.1.1:443", "[::1]:22"]);
+        let run = sb.run(
+            sb.policy(isolation),
+            &["tcp", &tcp_addr, "1.1.1.1:443", "[::1]:22"],
+        );
         run.assert_all_blocked(3);
         let run = sb.run(sb.policy(isolation), &["tcp-listen", "8080"]);
         run.assert_all_blocked(3);
         let run = sb.run(sb.policy(isolation), &["udp", &udp_addr]);
         run.assert_all_blocked(1);
     });
-    assert!(tcp.accept().is_err(), "a connection reached the host's listener");
+    assert!(
+        tcp.accept().is_err(),
+        "a connection reached the host's listener"
+    );
     assert_eq!(echo.join().unwrap(), 0, "a datagram reached the host");
 }
 
@@ -303,7 +429,8 @@ fn the_host_network_is_unreachable() {
 fn raw_packet_and_other_family_sockets_are_refused() {
     both_modes(|isolation| {
         let sb = Sandbox::new();
-        sb.run(sb.policy(isolation), &["sockets"]).assert_all_blocked(13);
+        sb.run(sb.policy(isolation), &["sockets"])
+            .assert_all_blocked(13);
     });
 }
 
@@ -314,7 +441,8 @@ fn ptrace_and_process_memory_access_are_refused() {
     both_modes(|isolation| {
         let sb = Sandbox::new();
         let me = std::process::id().to_string();
-        sb.run(sb.policy(isolation), &["ptrace", &me]).assert_all_blocked(5);
+        sb.run(sb.policy(isolation), &["ptrace", &me])
+            .assert_all_blocked(5);
     });
 }
 
@@ -322,7 +450,8 @@ fn ptrace_and_process_memory_access_are_refused() {
 fn mounting_is_refused() {
     both_modes(|isolation| {
         let sb = Sandbox::new();
-        sb.run(sb.policy(isolation), &["mount"]).assert_all_blocked(12);
+        sb.run(sb.policy(isolation), &["mount"])
+            .assert_all_blocked(12);
     });
 }
 
@@ -331,7 +460,8 @@ fn new_namespaces_are_refused() {
     both_modes(|isolation| {
         let sb = Sandbox::new();
         // 8 unshare + clone + clone3 + 4 setns + the sysctl write
-        sb.run(sb.policy(isolation), &["namespaces"]).assert_all_blocked(15);
+        sb.run(sb.policy(isolation), &["namespaces"])
+            .assert_all_blocked(15);
     });
 }
 
@@ -341,8 +471,23 @@ fn io_uring_bpf_keyctl_and_other_dangerous_calls_are_refused() {
         let sb = Sandbox::new();
         let run = sb.run(sb.policy(isolation), &["syscalls"]);
         run.assert_all_blocked(28);
-        for check in ["io_uring_setup", "bpf", "add_key", "keyctl", "perf_event_open", "userfaultfd", "kexec_load", "finit_module", "personality", "ioctl"] {
-            assert!(run.attempts().any(|l| l["check"] == check), "{check} not attempted:\n{}", run.stdout);
+        for check in [
+            "io_uring_setup",
+            "bpf",
+            "add_key",
+            "keyctl",
+            "perf_event_open",
+            "userfaultfd",
+            "kexec_load",
+            "finit_module",
+            "personality",
+            "ioctl",
+        ] {
+            assert!(
+                run.attempts().any(|l| l["check"] == check),
+                "{check} not attempted:\n{}",
+                run.stdout
+            );
         }
     });
 }
@@ -360,15 +505,28 @@ fn host_processes_can_be_neither_seen_nor_signalled() {
             run.assert_all_blocked(5);
             let procs = sb.run(sb.policy(isolation), &["procs"]);
             let pids = procs.info("procs")["pids"].as_array().unwrap().clone();
-            assert!(pids.len() <= 3 && pids.iter().all(|p| p.as_u64().unwrap() < 10), "sees host processes: {pids:?}");
+            assert!(
+                pids.len() <= 3 && pids.iter().all(|p| p.as_u64().unwrap() < 10),
+                "sees host processes: {pids:?}"
+            );
         } else {
             // Without a pid namespace the process is listed in /proc, but the Landlock signal
             // scope and seccomp keep it out of reach.
-            let attempts: Vec<&Value> = run.attempts().filter(|l| l["check"] != "see-process").collect();
+            let attempts: Vec<&Value> = run
+                .attempts()
+                .filter(|l| l["check"] != "see-process")
+                .collect();
             assert!(attempts.len() >= 4, "{}", run.stdout);
-            assert!(attempts.iter().all(|l| l["outcome"] == "blocked"), "{}", run.stdout);
+            assert!(
+                attempts.iter().all(|l| l["outcome"] == "blocked"),
+                "{}",
+                run.stdout
+            );
         }
-        assert!(victim.try_wait().unwrap().is_none(), "{isolation:?}: the host process was killed");
+        assert!(
+            victim.try_wait().unwrap().is_none(),
+            "{isolation:?}: the host process was killed"
+        );
     });
     victim.kill().unwrap();
     victim.wait().unwrap();
@@ -381,7 +539,10 @@ fn no_capabilities_no_new_privileges_and_seccomp_in_every_mode() {
         let run = sb.run(sb.policy(isolation), &["whoami"]);
         let who = run.info("whoami");
         for cap in ["cap_eff", "cap_prm", "cap_bnd", "cap_amb"] {
-            assert_eq!(who[cap], "0000000000000000", "{isolation:?}: {cap} in {who}");
+            assert_eq!(
+                who[cap], "0000000000000000",
+                "{isolation:?}: {cap} in {who}"
+            );
         }
         assert_eq!(who["no_new_privs"], "1");
         assert_eq!(who["seccomp"], "2");
@@ -424,7 +585,10 @@ fn a_fork_bomb_is_stopped_by_the_pids_limit() {
         let detail = run.lines[0]["detail"].as_str().unwrap();
         let children: u32 = detail.split_whitespace().next().unwrap().parse().unwrap();
         assert!(children < 32, "{detail}");
-        assert!(detail.contains("Resource temporarily unavailable"), "{detail}");
+        assert!(
+            detail.contains("Resource temporarily unavailable"),
+            "{detail}"
+        );
         assert_eq!(run.outcome.termination, Termination::Exited { code: 0 });
         // The host can still fork.
         assert!(Command::new("true").status().unwrap().success());
@@ -438,9 +602,22 @@ fn a_memory_hog_is_killed_and_reported() {
         let mut policy = sb.policy(isolation);
         policy.resources.memory = Some(ByteSize::mib(64));
         let run = sb.run(policy, &["memhog", "1024"]);
-        assert!(run.escapes().is_empty(), "{isolation:?}: allocated 1 GiB under a 64 MiB limit");
-        assert_eq!(run.outcome.termination, Termination::Signaled { signal: libc::SIGKILL }, "{isolation:?}: {}", run.stderr);
-        assert!(run.outcome.memory_limit_hit, "{isolation:?}: the OOM kill was not reported");
+        assert!(
+            run.escapes().is_empty(),
+            "{isolation:?}: allocated 1 GiB under a 64 MiB limit"
+        );
+        assert_eq!(
+            run.outcome.termination,
+            Termination::Signaled {
+                signal: libc::SIGKILL
+            },
+            "{isolation:?}: {}",
+            run.stderr
+        );
+        assert!(
+            run.outcome.memory_limit_hit,
+            "{isolation:?}: the OOM kill was not reported"
+        );
     });
 }
 
@@ -465,9 +642,16 @@ fn a_timeout_kills_the_whole_tree_daemons_included() {
         policy.resources.timeout = Some(Duration::from_millis(1500));
         let run = sb.run(policy, &["spawn-tree", &token]);
         assert_eq!(run.info("spawn-tree")["token"], token.as_str());
-        assert!(matches!(run.outcome.termination, Termination::TimedOut { .. }), "{:?}", run.outcome.termination);
+        assert!(
+            matches!(run.outcome.termination, Termination::TimedOut { .. }),
+            "{:?}",
+            run.outcome.termination
+        );
         let left = processes_with(&token);
-        assert!(left.is_empty(), "{isolation:?}: processes left behind: {left:?}");
+        assert!(
+            left.is_empty(),
+            "{isolation:?}: processes left behind: {left:?}"
+        );
     });
 }
 
@@ -476,8 +660,18 @@ fn a_timeout_kills_the_whole_tree_daemons_included() {
 #[test]
 fn injected_variables_are_stripped_even_when_everything_passes() {
     let injected = [
-        "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "BASH_ENV", "ENV", "PYTHONSTARTUP", "PYTHONPATH", "PERL5OPT", "NODE_OPTIONS",
-        "RUBYOPT", "PROMPT_COMMAND", "GIT_CONFIG_GLOBAL",
+        "LD_PRELOAD",
+        "LD_LIBRARY_PATH",
+        "LD_AUDIT",
+        "BASH_ENV",
+        "ENV",
+        "PYTHONSTARTUP",
+        "PYTHONPATH",
+        "PERL5OPT",
+        "NODE_OPTIONS",
+        "RUBYOPT",
+        "PROMPT_COMMAND",
+        "GIT_CONFIG_GLOBAL",
     ];
     both_modes(|isolation| {
         let sb = Sandbox::new();
@@ -492,7 +686,10 @@ fn injected_variables_are_stripped_even_when_everything_passes() {
         for v in injected {
             assert!(!vars.contains_key(v), "{isolation:?}: {v} passed");
         }
-        assert!(!vars.contains_key("AWS_SECRET_ACCESS_KEY"), "{isolation:?}: a host secret passed by default");
+        assert!(
+            !vars.contains_key("AWS_SECRET_ACCESS_KEY"),
+            "{isolation:?}: a host secret passed by default"
+        );
         assert_eq!(vars["TERM"], "xterm-256color");
         assert_eq!(vars["WARDEN_SANDBOX"].as_str().map(|_| ()), Some(()));
 
@@ -503,7 +700,10 @@ fn injected_variables_are_stripped_even_when_everything_passes() {
         let vars = run.info("env")["vars"].as_object().unwrap().clone();
         assert!(vars.contains_key("AWS_SECRET_ACCESS_KEY"));
         for v in injected {
-            assert!(!vars.contains_key(v), "{isolation:?}: {v} passed with pass = [\"*\"]");
+            assert!(
+                !vars.contains_key(v),
+                "{isolation:?}: {v} passed with pass = [\"*\"]"
+            );
         }
     });
 }
@@ -514,13 +714,31 @@ fn injected_variables_are_stripped_even_when_everything_passes() {
 fn exit_codes_and_signals_come_back() {
     both_modes(|isolation| {
         let sb = Sandbox::new();
-        assert_eq!(sb.run(sb.policy(isolation), &["exit", "3"]).outcome.termination, Termination::Exited { code: 3 });
-        assert_eq!(sb.run(sb.policy(isolation), &["exit", "0"]).outcome.termination, Termination::Exited { code: 0 });
         assert_eq!(
-            sb.run(sb.policy(isolation), &["signal", "15"]).outcome.termination,
-            Termination::Signaled { signal: libc::SIGTERM }
+            sb.run(sb.policy(isolation), &["exit", "3"])
+                .outcome
+                .termination,
+            Termination::Exited { code: 3 }
         );
-        let missing = sb.run_command(sb.policy(isolation), vec!["no-such-program-anywhere".into()], sb.env());
+        assert_eq!(
+            sb.run(sb.policy(isolation), &["exit", "0"])
+                .outcome
+                .termination,
+            Termination::Exited { code: 0 }
+        );
+        assert_eq!(
+            sb.run(sb.policy(isolation), &["signal", "15"])
+                .outcome
+                .termination,
+            Termination::Signaled {
+                signal: libc::SIGTERM
+            }
+        );
+        let missing = sb.run_command(
+            sb.policy(isolation),
+            vec!["no-such-program-anywhere".into()],
+            sb.env(),
+        );
         assert_eq!(missing.outcome.termination, Termination::NotFound);
     });
 }
@@ -537,9 +755,25 @@ fn shell_python_and_git_run_in_the_workspace() {
             git add file.txt
             git -c user.name=t -c user.email=t@example.com commit -qm first
             git log --format=%s";
-        let run = sb.run_command(sb.policy(isolation), vec!["sh".into(), "-c".into(), script.into()], sb.env());
-        assert_eq!(run.outcome.termination, Termination::Exited { code: 0 }, "stdout: {}\nstderr: {}", run.stdout, run.stderr);
-        assert!(run.stdout.contains("from-sh") && run.stdout.contains("from-python 3") && run.stdout.contains("first"), "{}", run.stdout);
+        let run = sb.run_command(
+            sb.policy(isolation),
+            vec!["sh".into(), "-c".into(), script.into()],
+            sb.env(),
+        );
+        assert_eq!(
+            run.outcome.termination,
+            Termination::Exited { code: 0 },
+            "stdout: {}\nstderr: {}",
+            run.stdout,
+            run.stderr
+        );
+        assert!(
+            run.stdout.contains("from-sh")
+                && run.stdout.contains("from-python 3")
+                && run.stdout.contains("first"),
+            "{}",
+            run.stdout
+        );
         assert!(sb.ws.join("repo/.git/HEAD").is_file());
     });
 }
@@ -567,14 +801,40 @@ fn every_layer_of_the_default_policy_is_enforced() {
         Layer::DieWithParent,
     ];
     for layer in required {
-        let report = run.outcome.layers.iter().find(|l| l.layer == layer).unwrap_or_else(|| panic!("{layer} not reported"));
-        assert!(matches!(report.status, LayerStatus::Enforced { .. }), "{layer}: {:?}", report.status);
+        let report = run
+            .outcome
+            .layers
+            .iter()
+            .find(|l| l.layer == layer)
+            .unwrap_or_else(|| panic!("{layer} not reported"));
+        assert!(
+            matches!(report.status, LayerStatus::Enforced { .. }),
+            "{layer}: {:?}",
+            report.status
+        );
     }
     // Pod isolation reports its namespaces as not requested rather than pretending.
     let run = sb.run(sb.policy(Isolation::Pod), &["exit", "0"]);
-    let user = run.outcome.layers.iter().find(|l| l.layer == Layer::UserNamespace).unwrap();
+    let user = run
+        .outcome
+        .layers
+        .iter()
+        .find(|l| l.layer == Layer::UserNamespace)
+        .unwrap();
     assert!(!user.is_enforced());
-    for layer in [Layer::LandlockFs, Layer::Seccomp, Layer::NoNewPrivs, Layer::Capabilities, Layer::Rlimits] {
-        assert!(run.outcome.layers.iter().any(|l| l.layer == layer && l.is_enforced()), "{layer} not enforced in pod mode");
+    for layer in [
+        Layer::LandlockFs,
+        Layer::Seccomp,
+        Layer::NoNewPrivs,
+        Layer::Capabilities,
+        Layer::Rlimits,
+    ] {
+        assert!(
+            run.outcome
+                .layers
+                .iter()
+                .any(|l| l.layer == layer && l.is_enforced()),
+            "{layer} not enforced in pod mode"
+        );
     }
 }

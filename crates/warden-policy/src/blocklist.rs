@@ -132,7 +132,10 @@ pub fn expand(homes: &[PathBuf]) -> Vec<PathBuf> {
 /// home-relative entry, one directory level at a time, so that a caller can answer from
 /// one directory listing instead of a `stat` per entry. Homes inside an absolute entry
 /// (`/root`) are covered whole and not expanded.
-pub fn expand_existing(homes: &[PathBuf], exists: &mut dyn FnMut(&Path, &str) -> bool) -> Vec<PathBuf> {
+pub fn expand_existing(
+    homes: &[PathBuf],
+    exists: &mut dyn FnMut(&Path, &str) -> bool,
+) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = ABSOLUTE.iter().map(PathBuf::from).collect();
     let absolute: Vec<PathBuf> = out.clone();
     for home in homes {
@@ -142,7 +145,9 @@ pub fn expand_existing(homes: &[PathBuf], exists: &mut dyn FnMut(&Path, &str) ->
         'entry: for rel in HOME_RELATIVE {
             let mut dir = home.clone();
             for part in Path::new(rel).iter() {
-                let Some(part) = part.to_str() else { continue 'entry };
+                let Some(part) = part.to_str() else {
+                    continue 'entry;
+                };
                 if !exists(&dir, part) {
                     continue 'entry;
                 }
@@ -158,7 +163,10 @@ pub fn expand_existing(homes: &[PathBuf], exists: &mut dyn FnMut(&Path, &str) ->
 
 /// The blocklisted path that `path` is, or lies inside, if any.
 pub fn covering<'a>(blocklist: &'a [PathBuf], path: &Path) -> Option<&'a Path> {
-    blocklist.iter().map(PathBuf::as_path).find(|blocked| path.starts_with(blocked))
+    blocklist
+        .iter()
+        .map(PathBuf::as_path)
+        .find(|blocked| path.starts_with(blocked))
 }
 
 #[cfg(test)]
@@ -197,7 +205,11 @@ mod tests {
 
     #[test]
     fn expands_every_home_without_duplicates() {
-        let list = expand(&[PathBuf::from("/home/a"), PathBuf::from("/home/b"), PathBuf::from("/home/a")]);
+        let list = expand(&[
+            PathBuf::from("/home/a"),
+            PathBuf::from("/home/b"),
+            PathBuf::from("/home/a"),
+        ]);
         assert!(list.contains(&PathBuf::from("/home/b/.aws")));
         let mut sorted = list.clone();
         sorted.dedup();
@@ -206,13 +218,21 @@ mod tests {
 
     #[test]
     fn expand_existing_asks_level_by_level_and_skips_covered_homes() {
-        let present = ["/home/a/.ssh", "/home/a/.config", "/home/a/.config/gcloud", "/root/.ssh"];
+        let present = [
+            "/home/a/.ssh",
+            "/home/a/.config",
+            "/home/a/.config/gcloud",
+            "/root/.ssh",
+        ];
         let mut asked = Vec::new();
-        let list = expand_existing(&[PathBuf::from("/home/a"), PathBuf::from("/root")], &mut |dir, name| {
-            let p = dir.join(name);
-            asked.push(p.clone());
-            present.iter().any(|x| Path::new(x) == p)
-        });
+        let list = expand_existing(
+            &[PathBuf::from("/home/a"), PathBuf::from("/root")],
+            &mut |dir, name| {
+                let p = dir.join(name);
+                asked.push(p.clone());
+                present.iter().any(|x| Path::new(x) == p)
+            },
+        );
         assert!(list.contains(&PathBuf::from("/home/a/.ssh")));
         assert!(list.contains(&PathBuf::from("/home/a/.config/gcloud")));
         assert!(!list.contains(&PathBuf::from("/home/a/.aws")));
@@ -227,8 +247,14 @@ mod tests {
     #[test]
     fn finds_the_covering_entry() {
         let list = expand(&[PathBuf::from("/home/a")]);
-        assert_eq!(covering(&list, Path::new("/home/a/.ssh/id_ed25519")), Some(Path::new("/home/a/.ssh")));
-        assert_eq!(covering(&list, Path::new("/root/project")), Some(Path::new("/root")));
+        assert_eq!(
+            covering(&list, Path::new("/home/a/.ssh/id_ed25519")),
+            Some(Path::new("/home/a/.ssh"))
+        );
+        assert_eq!(
+            covering(&list, Path::new("/root/project")),
+            Some(Path::new("/root"))
+        );
         assert_eq!(covering(&list, Path::new("/home/a/src")), None);
         // a prefix of a name is not containment
         assert_eq!(covering(&list, Path::new("/rootfs")), None);

@@ -13,7 +13,9 @@ pub enum DomainPattern {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{input}` is not a domain pattern: {reason}; write a name like `example.com` or `*.example.com`")]
+#[error(
+    "`{input}` is not a domain pattern: {reason}; write a name like `example.com` or `*.example.com`"
+)]
 pub struct DomainError {
     input: String,
     reason: String,
@@ -23,7 +25,10 @@ impl FromStr for DomainPattern {
     type Err = DomainError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |reason: &str| DomainError { input: s.to_string(), reason: reason.to_string() };
+        let err = |reason: &str| DomainError {
+            input: s.to_string(),
+            reason: reason.to_string(),
+        };
         let lower = s.trim().to_ascii_lowercase();
         let lower = lower.strip_suffix('.').unwrap_or(&lower);
         let (suffix, name) = match lower.strip_prefix("*.") {
@@ -34,13 +39,17 @@ impl FromStr for DomainPattern {
             return Err(err("it is empty"));
         }
         if !name.is_ascii() {
-            return Err(err("internationalised names must be written in their ASCII form (xn--...)"));
+            return Err(err(
+                "internationalised names must be written in their ASCII form (xn--...)",
+            ));
         }
         if name.len() > 253 {
             return Err(err("it is longer than 253 characters"));
         }
         if name.contains('*') {
-            return Err(err("`*` is only allowed as the whole first label (`*.example.com`)"));
+            return Err(err(
+                "`*` is only allowed as the whole first label (`*.example.com`)",
+            ));
         }
         for label in name.split('.') {
             if label.is_empty() {
@@ -52,14 +61,23 @@ impl FromStr for DomainPattern {
             if label.starts_with('-') || label.ends_with('-') {
                 return Err(err("a label starts or ends with `-`"));
             }
-            if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            if !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
                 return Err(err("labels may hold only letters, digits, `-` and `_`"));
             }
         }
         if suffix && !name.contains('.') {
-            return Err(err("a wildcard must cover a registrable name, not a top-level domain"));
+            return Err(err(
+                "a wildcard must cover a registrable name, not a top-level domain",
+            ));
         }
-        Ok(if suffix { DomainPattern::Suffix(name.to_string()) } else { DomainPattern::Exact(name.to_string()) })
+        Ok(if suffix {
+            DomainPattern::Suffix(name.to_string())
+        } else {
+            DomainPattern::Exact(name.to_string())
+        })
     }
 }
 
@@ -78,14 +96,35 @@ mod tests {
 
     #[test]
     fn normalises_case_and_trailing_dot() {
-        assert_eq!("Example.COM.".parse(), Ok(DomainPattern::Exact("example.com".into())));
-        assert_eq!("*.GitHub.com".parse(), Ok(DomainPattern::Suffix("github.com".into())));
-        assert_eq!("*.github.com".parse::<DomainPattern>().unwrap().to_string(), "*.github.com");
+        assert_eq!(
+            "Example.COM.".parse(),
+            Ok(DomainPattern::Exact("example.com".into()))
+        );
+        assert_eq!(
+            "*.GitHub.com".parse(),
+            Ok(DomainPattern::Suffix("github.com".into()))
+        );
+        assert_eq!(
+            "*.github.com".parse::<DomainPattern>().unwrap().to_string(),
+            "*.github.com"
+        );
     }
 
     #[test]
     fn rejects_malformed_patterns() {
-        for bad in ["", "*.", "*.com", "a..b", "-a.com", "a-.com", "ex ample.com", "a.*.com", "*example.com", "bücher.de", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "*.",
+            "*.com",
+            "a..b",
+            "-a.com",
+            "a-.com",
+            "ex ample.com",
+            "a.*.com",
+            "*example.com",
+            "bücher.de",
+            &"a".repeat(64),
+        ] {
             let e = bad.parse::<DomainPattern>().unwrap_err().to_string();
             assert!(e.contains("`*.example.com`"), "{bad}: {e}");
         }

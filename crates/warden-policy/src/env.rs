@@ -10,8 +10,19 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Names passed through by the built-in profiles.
-pub const DEFAULT_PASS: &[&str] =
-    &["PATH", "TERM", "COLORTERM", "NO_COLOR", "LANG", "LANGUAGE", "LC_*", "TZ", "USER", "LOGNAME", "SHELL"];
+pub const DEFAULT_PASS: &[&str] = &[
+    "PATH",
+    "TERM",
+    "COLORTERM",
+    "NO_COLOR",
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TZ",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+];
 
 /// Prefixes and names that inject code or configuration into the programs a sandbox runs.
 const INJECTION_PREFIXES: &[&str] = &["LD_", "DYLD_", "BASH_FUNC_", "GIT_CONFIG_", "MALLOC_"];
@@ -79,7 +90,9 @@ impl EnvPattern {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a variable name or prefix; write NAME or PREFIX* using letters, digits and `_`")]
+#[error(
+    "`{0}` is not a variable name or prefix; write NAME or PREFIX* using letters, digits and `_`"
+)]
 pub struct EnvPatternError(String);
 
 /// A valid environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
@@ -93,7 +106,9 @@ impl FromStr for EnvPattern {
     type Err = EnvPatternError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.strip_suffix('*') {
-            Some(prefix) if prefix.is_empty() || is_valid_name(prefix) => Ok(EnvPattern::Prefix(prefix.to_string())),
+            Some(prefix) if prefix.is_empty() || is_valid_name(prefix) => {
+                Ok(EnvPattern::Prefix(prefix.to_string()))
+            }
             None if is_valid_name(s) => Ok(EnvPattern::Name(s.to_string())),
             _ => Err(EnvPatternError(s.to_string())),
         }
@@ -121,7 +136,10 @@ pub struct EnvironmentPolicy {
 impl Default for EnvironmentPolicy {
     fn default() -> Self {
         EnvironmentPolicy {
-            pass: DEFAULT_PASS.iter().map(|p| p.parse().expect("built-in pattern")).collect(),
+            pass: DEFAULT_PASS
+                .iter()
+                .map(|p| p.parse().expect("built-in pattern"))
+                .collect(),
             set: BTreeMap::new(),
         }
     }
@@ -183,8 +201,18 @@ mod tests {
 
     #[test]
     fn a_prefix_pattern_cannot_smuggle_an_injection_variable() {
-        let policy = EnvironmentPolicy { pass: vec!["*".parse().unwrap()], set: BTreeMap::new() };
-        let env = policy.build(host(&[("LD_LIBRARY_PATH", "/x"), ("PYTHONSTARTUP", "/x"), ("FOO", "1")]), []);
+        let policy = EnvironmentPolicy {
+            pass: vec!["*".parse().unwrap()],
+            set: BTreeMap::new(),
+        };
+        let env = policy.build(
+            host(&[
+                ("LD_LIBRARY_PATH", "/x"),
+                ("PYTHONSTARTUP", "/x"),
+                ("FOO", "1"),
+            ]),
+            [],
+        );
         assert_eq!(env, host(&[("FOO", "1")]));
     }
 
@@ -193,8 +221,14 @@ mod tests {
         let mut set = BTreeMap::new();
         set.insert("PATH".to_string(), "/opt/bin".to_string());
         set.insert("HOME".to_string(), "/nope".to_string());
-        let policy = EnvironmentPolicy { pass: vec!["PATH".parse().unwrap()], set };
-        let env = policy.build(host(&[("PATH", "/usr/bin")]), [("HOME", OsStr::new("/home/u"))]);
+        let policy = EnvironmentPolicy {
+            pass: vec!["PATH".parse().unwrap()],
+            set,
+        };
+        let env = policy.build(
+            host(&[("PATH", "/usr/bin")]),
+            [("HOME", OsStr::new("/home/u"))],
+        );
         assert_eq!(env, host(&[("HOME", "/home/u"), ("PATH", "/opt/bin")]));
     }
 
@@ -210,10 +244,28 @@ mod tests {
 
     #[test]
     fn injection_table() {
-        for name in ["LD_PRELOAD", "LD_AUDIT", "DYLD_INSERT_LIBRARIES", "BASH_ENV", "BASH_FUNC_x%%", "GLIBC_TUNABLES", "NODE_OPTIONS", "GIT_SSH_COMMAND", "GIT_CONFIG_COUNT", "PYTHONSTARTUP"] {
+        for name in [
+            "LD_PRELOAD",
+            "LD_AUDIT",
+            "DYLD_INSERT_LIBRARIES",
+            "BASH_ENV",
+            "BASH_FUNC_x%%",
+            "GLIBC_TUNABLES",
+            "NODE_OPTIONS",
+            "GIT_SSH_COMMAND",
+            "GIT_CONFIG_COUNT",
+            "PYTHONSTARTUP",
+        ] {
             assert!(is_injection_variable(name), "{name}");
         }
-        for name in ["PATH", "HOME", "LANG", "TERM", "GIT_AUTHOR_NAME", "PYTHONUNBUFFERED"] {
+        for name in [
+            "PATH",
+            "HOME",
+            "LANG",
+            "TERM",
+            "GIT_AUTHOR_NAME",
+            "PYTHONUNBUFFERED",
+        ] {
             assert!(!is_injection_variable(name), "{name}");
         }
     }

@@ -20,7 +20,10 @@ pub struct PolicyError {
 impl PolicyError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         PolicyError {
-            errors: vec![FieldError { field: field.into(), message: message.into() }],
+            errors: vec![FieldError {
+                field: field.into(),
+                message: message.into(),
+            }],
         }
     }
 }
@@ -43,9 +46,16 @@ pub(crate) struct Errors(Vec<FieldError>);
 
 impl Errors {
     pub(crate) fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError { field: field.into(), message: message.into() });
+        self.0.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
     }
     pub(crate) fn finish(self) -> Result<(), PolicyError> {
-        if self.0.is_empty() { Ok(()) } else { Err(PolicyError { errors: self.0 }) }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(PolicyError { errors: self.0 })
+        }
     }
 }

@@ -124,10 +124,19 @@ impl PolicyFile {
 
     /// Applies this file on top of its base profile (or `fallback` when it names none).
     /// Relative paths are resolved against `base_dir` and `~` against `home`.
-    pub fn apply(self, fallback: Profile, base_dir: &Path, home: &Path) -> Result<SandboxPolicy, PolicyError> {
+    pub fn apply(
+        self,
+        fallback: Profile,
+        base_dir: &Path,
+        home: &Path,
+    ) -> Result<SandboxPolicy, PolicyError> {
         let mut p = self.profile.unwrap_or(fallback).policy();
         let mut e = Errors::default();
-        let resolve = |v: Vec<PathBuf>| v.into_iter().map(|x| resolve_path(&x, base_dir, home)).collect::<Vec<_>>();
+        let resolve = |v: Vec<PathBuf>| {
+            v.into_iter()
+                .map(|x| resolve_path(&x, base_dir, home))
+                .collect::<Vec<_>>()
+        };
 
         if let Some(i) = self.isolation {
             p.isolation = i;
@@ -157,7 +166,10 @@ impl PolicyFile {
         if let Some(v) = f.tmp_size {
             match v.size("filesystem.tmp_size", &mut e) {
                 Some(Some(s)) => p.filesystem.tmp_size = s,
-                Some(None) => e.push("filesystem.tmp_size", "cannot be \"unlimited\"; give a size such as 1G"),
+                Some(None) => e.push(
+                    "filesystem.tmp_size",
+                    "cannot be \"unlimited\"; give a size such as 1G",
+                ),
                 None => {}
             }
         }
@@ -168,46 +180,54 @@ impl PolicyFile {
         if let Some(domains) = self.network.allow_domains {
             p.network.allow_domains = domains
                 .iter()
-                .filter_map(|d| d.parse::<DomainPattern>().map_err(|err| e.push("network.allow_domains", err.to_string())).ok())
+                .filter_map(|d| {
+                    d.parse::<DomainPattern>()
+                        .map_err(|err| e.push("network.allow_domains", err.to_string()))
+                        .ok()
+                })
                 .collect();
         }
 
         let r = self.resources;
-        if let Some(v) = r.memory {
-            if let Some(s) = v.size("resources.memory", &mut e) {
-                p.resources.memory = s;
-            }
+        if let Some(v) = r.memory
+            && let Some(s) = v.size("resources.memory", &mut e)
+        {
+            p.resources.memory = s;
         }
-        if let Some(v) = r.file_size {
-            if let Some(s) = v.size("resources.file_size", &mut e) {
-                p.resources.file_size = s;
-            }
+        if let Some(v) = r.file_size
+            && let Some(s) = v.size("resources.file_size", &mut e)
+        {
+            p.resources.file_size = s;
         }
-        if let Some(v) = r.pids {
-            if let Some(n) = v.count("resources.pids", &mut e) {
-                p.resources.pids = n.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
-            }
+        if let Some(v) = r.pids
+            && let Some(n) = v.count("resources.pids", &mut e)
+        {
+            p.resources.pids = n.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
         }
-        if let Some(v) = r.open_files {
-            if let Some(n) = v.count("resources.open_files", &mut e) {
-                p.resources.open_files = n;
-            }
+        if let Some(v) = r.open_files
+            && let Some(n) = v.count("resources.open_files", &mut e)
+        {
+            p.resources.open_files = n;
         }
-        if let Some(v) = r.cpus {
-            if let Some(c) = v.cpus("resources.cpus", &mut e) {
-                p.resources.cpus = c;
-            }
+        if let Some(v) = r.cpus
+            && let Some(c) = v.cpus("resources.cpus", &mut e)
+        {
+            p.resources.cpus = c;
         }
-        if let Some(v) = r.timeout {
-            if let Some(t) = v.duration("resources.timeout", &mut e) {
-                p.resources.timeout = t;
-            }
+        if let Some(v) = r.timeout
+            && let Some(t) = v.duration("resources.timeout", &mut e)
+        {
+            p.resources.timeout = t;
         }
 
         if let Some(pass) = self.environment.pass {
             p.environment.pass = pass
                 .iter()
-                .filter_map(|s| s.parse::<EnvPattern>().map_err(|err| e.push("environment.pass", err.to_string())).ok())
+                .filter_map(|s| {
+                    s.parse::<EnvPattern>()
+                        .map_err(|err| e.push("environment.pass", err.to_string()))
+                        .ok()
+                })
                 .collect();
         }
         if let Some(set) = self.environment.set {
@@ -249,7 +269,10 @@ impl Scalar {
             _ if self.unlimited() => Some(None),
             Scalar::Int(n) if *n >= 0 => Some(Some(*n as u64)),
             _ => {
-                e.push(field, "must be a whole number of at least 0, or \"unlimited\"");
+                e.push(
+                    field,
+                    "must be a whole number of at least 0, or \"unlimited\"",
+                );
                 None
             }
         }
@@ -263,7 +286,10 @@ impl Scalar {
             Scalar::Str(s) => match s.parse::<f64>() {
                 Ok(f) => Some(Some(f)),
                 Err(_) => {
-                    e.push(field, format!("`{s}` must be a number of cores such as 1.5, or \"unlimited\""));
+                    e.push(
+                        field,
+                        format!("`{s}` must be a number of cores such as 1.5, or \"unlimited\""),
+                    );
                     None
                 }
             },
@@ -294,7 +320,11 @@ mod tests {
     use super::*;
 
     fn apply(text: &str) -> Result<SandboxPolicy, PolicyError> {
-        PolicyFile::from_toml(text)?.apply(Profile::Default, Path::new("/srv/app"), Path::new("/home/u"))
+        PolicyFile::from_toml(text)?.apply(
+            Profile::Default,
+            Path::new("/srv/app"),
+            Path::new("/home/u"),
+        )
     }
 
     #[test]
@@ -333,10 +363,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.isolation, Isolation::Pod);
-        assert_eq!(p.filesystem.workspace.as_deref(), Some(Path::new("/srv/app")));
+        assert_eq!(
+            p.filesystem.workspace.as_deref(),
+            Some(Path::new("/srv/app"))
+        );
         assert_eq!(p.filesystem.read_scope, ReadScope::System);
         assert_eq!(p.filesystem.home, HomeMode::Hidden);
-        assert_eq!(p.filesystem.read_only, [PathBuf::from("/home/u/.cargo/registry"), PathBuf::from("/opt/sdk")]);
+        assert_eq!(
+            p.filesystem.read_only,
+            [
+                PathBuf::from("/home/u/.cargo/registry"),
+                PathBuf::from("/opt/sdk")
+            ]
+        );
         assert_eq!(p.filesystem.read_write, [PathBuf::from("/srv/app/cache")]);
         assert_eq!(p.filesystem.hidden, [PathBuf::from("/srv/app/secrets.env")]);
         assert_eq!(p.filesystem.tmp_size, ByteSize::mib(256));
@@ -356,7 +395,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused_with_the_allowed_ones() {
-        let err = apply("[filesystem]\nwritable = [\"/x\"]\n").unwrap_err().to_string();
+        let err = apply("[filesystem]\nwritable = [\"/x\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `writable`"), "{err}");
         assert!(err.contains("read_write"), "{err}");
         assert!(err.contains("line 2"), "{err}");
@@ -370,14 +411,23 @@ mod tests {
             ("profile = \"paranoid\"", "read-anywhere"),
             ("isolation = \"vm\"", "full, pod"),
             ("[network]\nmode = \"open\"", "none, proxy, host"),
-            ("[filesystem]\nhome = \"shared\"", "private, read-only, hidden"),
+            (
+                "[filesystem]\nhome = \"shared\"",
+                "private, read-only, hidden",
+            ),
             ("[resources]\nmemory = \"lots\"", "resources.memory"),
             ("[resources]\nmemory = -1", "resources.memory"),
             ("[resources]\npids = 1.5", "resources.pids"),
             ("[resources]\ntimeout = \"soon\"", "resources.timeout"),
             ("[resources]\ncpus = \"many\"", "resources.cpus"),
-            ("[filesystem]\ntmp_size = \"unlimited\"", "filesystem.tmp_size"),
-            ("[network]\nallow_domains = [\"exa mple.com\"]", "network.allow_domains"),
+            (
+                "[filesystem]\ntmp_size = \"unlimited\"",
+                "filesystem.tmp_size",
+            ),
+            (
+                "[network]\nallow_domains = [\"exa mple.com\"]",
+                "network.allow_domains",
+            ),
             ("[environment]\npass = [\"A-B\"]", "environment.pass"),
             ("[resources\nmemory = 1", "line 1"),
         ];

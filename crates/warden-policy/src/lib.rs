@@ -21,8 +21,8 @@ pub use error::{FieldError, PolicyError};
 pub use file::PolicyFile;
 pub use names::UnknownName;
 pub use policy::{
-    FilesystemPolicy, HomeMode, Isolation, NetworkMode, NetworkPolicy, ReadScope, ResourceLimits, SandboxPolicy, bounds,
-    resolve_path,
+    FilesystemPolicy, HomeMode, Isolation, NetworkMode, NetworkPolicy, ReadScope, ResourceLimits,
+    SandboxPolicy, bounds, resolve_path,
 };
 pub use profile::Profile;
 pub use size::{ByteSize, SizeError};

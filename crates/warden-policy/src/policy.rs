@@ -131,7 +131,10 @@ impl SandboxPolicy {
         if let Some(ws) = &fs.workspace {
             check_path(&mut e, "filesystem.workspace", ws);
             if ws == Path::new("/") {
-                e.push("filesystem.workspace", "must not be `/`: the workspace is writable; choose a project directory");
+                e.push(
+                    "filesystem.workspace",
+                    "must not be `/`: the workspace is writable; choose a project directory",
+                );
             }
         }
         for (field, list) in [
@@ -149,20 +152,36 @@ impl SandboxPolicy {
         if let Some(root) = &fs.rootfs {
             check_path(&mut e, "filesystem.rootfs", root);
             if root == Path::new("/") {
-                e.push("filesystem.rootfs", "is `/`, which is the default; leave it unset");
+                e.push(
+                    "filesystem.rootfs",
+                    "is `/`, which is the default; leave it unset",
+                );
             }
             if self.isolation == Isolation::Pod {
-                e.push("filesystem.rootfs", "needs isolation = \"full\" (a pod has no mount namespace to change its root)");
+                e.push(
+                    "filesystem.rootfs",
+                    "needs isolation = \"full\" (a pod has no mount namespace to change its root)",
+                );
             }
         }
         if fs.tmp_size < bounds::MIN_TMP_SIZE {
-            e.push("filesystem.tmp_size", format!("must be at least {} (got {})", bounds::MIN_TMP_SIZE, fs.tmp_size));
+            e.push(
+                "filesystem.tmp_size",
+                format!(
+                    "must be at least {} (got {})",
+                    bounds::MIN_TMP_SIZE,
+                    fs.tmp_size
+                ),
+            );
         }
 
         if self.network.mode != NetworkMode::Proxy && !self.network.allow_domains.is_empty() {
             e.push(
                 "network.allow_domains",
-                format!("is only used with network mode \"proxy\" (the mode is \"{}\")", self.network.mode),
+                format!(
+                    "is only used with network mode \"proxy\" (the mode is \"{}\")",
+                    self.network.mode
+                ),
             );
         }
 
@@ -170,14 +189,24 @@ impl SandboxPolicy {
         if let Some(m) = r.memory
             && m < bounds::MIN_MEMORY
         {
-            e.push("resources.memory", format!("must be at least {} or \"unlimited\" (got {m})", bounds::MIN_MEMORY));
+            e.push(
+                "resources.memory",
+                format!(
+                    "must be at least {} or \"unlimited\" (got {m})",
+                    bounds::MIN_MEMORY
+                ),
+            );
         }
         if let Some(p) = r.pids
             && !(bounds::MIN_PIDS..=bounds::MAX_PIDS).contains(&p)
         {
             e.push(
                 "resources.pids",
-                format!("must be between {} and {} or \"unlimited\" (got {p})", bounds::MIN_PIDS, bounds::MAX_PIDS),
+                format!(
+                    "must be between {} and {} or \"unlimited\" (got {p})",
+                    bounds::MIN_PIDS,
+                    bounds::MAX_PIDS
+                ),
             );
         }
         if let Some(c) = r.cpus
@@ -185,25 +214,42 @@ impl SandboxPolicy {
         {
             e.push(
                 "resources.cpus",
-                format!("must be a number of cores between {} and {} or \"unlimited\" (got {c})", bounds::MIN_CPUS, bounds::MAX_CPUS),
+                format!(
+                    "must be a number of cores between {} and {} or \"unlimited\" (got {c})",
+                    bounds::MIN_CPUS,
+                    bounds::MAX_CPUS
+                ),
             );
         }
         if let Some(t) = r.timeout
             && t.is_zero()
         {
-            e.push("resources.timeout", "must be longer than zero, e.g. 30s or 10m, or \"unlimited\"");
+            e.push(
+                "resources.timeout",
+                "must be longer than zero, e.g. 30s or 10m, or \"unlimited\"",
+            );
         }
         if let Some(f) = r.file_size
             && f < bounds::MIN_FILE_SIZE
         {
-            e.push("resources.file_size", format!("must be at least {} or \"unlimited\" (got {f})", bounds::MIN_FILE_SIZE));
+            e.push(
+                "resources.file_size",
+                format!(
+                    "must be at least {} or \"unlimited\" (got {f})",
+                    bounds::MIN_FILE_SIZE
+                ),
+            );
         }
         if let Some(n) = r.open_files
             && !(bounds::MIN_OPEN_FILES..=bounds::MAX_OPEN_FILES).contains(&n)
         {
             e.push(
                 "resources.open_files",
-                format!("must be between {} and {} or \"unlimited\" (got {n})", bounds::MIN_OPEN_FILES, bounds::MAX_OPEN_FILES),
+                format!(
+                    "must be between {} and {} or \"unlimited\" (got {n})",
+                    bounds::MIN_OPEN_FILES,
+                    bounds::MAX_OPEN_FILES
+                ),
             );
         }
 
@@ -226,7 +272,10 @@ impl SandboxPolicy {
                 );
             }
             if value.contains('\0') {
-                e.push("environment.set", format!("the value of `{name}` contains a NUL byte"));
+                e.push(
+                    "environment.set",
+                    format!("the value of `{name}` contains a NUL byte"),
+                );
             }
         }
         e.finish()
@@ -235,7 +284,12 @@ impl SandboxPolicy {
     /// Checks the paths against the host's sensitive-path blocklist and home directory:
     /// nothing on the blocklist may be made visible, and the home directory (or `/`) may not be
     /// the workspace. `workspace` is the resolved workspace.
-    pub fn validate_against_host(&self, workspace: &Path, home: &Path, blocklist: &[PathBuf]) -> Result<(), PolicyError> {
+    pub fn validate_against_host(
+        &self,
+        workspace: &Path,
+        home: &Path,
+        blocklist: &[PathBuf],
+    ) -> Result<(), PolicyError> {
         let mut e = Errors::default();
         let fs = &self.filesystem;
         if home != Path::new("/") && home.starts_with(workspace) {
@@ -249,9 +303,11 @@ impl SandboxPolicy {
             );
         }
         let workspace = [workspace.to_path_buf()];
-        for (field, list) in
-            [("filesystem.workspace", &workspace[..]), ("filesystem.read_only", &fs.read_only), ("filesystem.read_write", &fs.read_write)]
-        {
+        for (field, list) in [
+            ("filesystem.workspace", &workspace[..]),
+            ("filesystem.read_only", &fs.read_only),
+            ("filesystem.read_write", &fs.read_write),
+        ] {
             for p in list {
                 if let Some(blocked) = blocklist::covering(blocklist, p) {
                     e.push(
@@ -271,9 +327,18 @@ impl SandboxPolicy {
 
 fn check_path(e: &mut Errors, field: &str, path: &Path) {
     if !path.is_absolute() {
-        e.push(field, format!("`{}` must be an absolute path", path.display()));
-    } else if path.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) {
-        e.push(field, format!("`{}` must be normalised (no `.` or `..`)", path.display()));
+        e.push(
+            field,
+            format!("`{}` must be an absolute path", path.display()),
+        );
+    } else if path
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        e.push(
+            field,
+            format!("`{}` must be normalised (no `.` or `..`)", path.display()),
+        );
     }
 }
 
@@ -315,7 +380,8 @@ mod tests {
 
     #[test]
     fn impossible_limits_name_their_field() {
-        let cases: Vec<(fn(&mut ResourceLimits), &str)> = vec![
+        type Case = (fn(&mut ResourceLimits), &'static str);
+        let cases: Vec<Case> = vec![
             (|r| r.memory = Some(ByteSize(1024)), "resources.memory"),
             (|r| r.pids = Some(0), "resources.pids"),
             (|r| r.pids = Some(1), "resources.pids"),
@@ -346,7 +412,12 @@ mod tests {
         let err = p.validate().unwrap_err();
         assert_eq!(
             fields(err),
-            ["filesystem.workspace", "filesystem.read_only", "filesystem.read_write", "filesystem.hidden"]
+            [
+                "filesystem.workspace",
+                "filesystem.read_only",
+                "filesystem.read_write",
+                "filesystem.hidden"
+            ]
         );
         p = Profile::Default.policy();
         p.filesystem.workspace = Some("/".into());
@@ -360,7 +431,15 @@ mod tests {
         p.environment.pass.push("LD_PRELOAD".parse().unwrap());
         p.environment.set.insert("BASH_ENV".into(), "/x".into());
         p.environment.set.insert("9X".into(), "1".into());
-        assert_eq!(fields(p.validate().unwrap_err()), ["network.allow_domains", "environment.pass", "environment.set", "environment.set"]);
+        assert_eq!(
+            fields(p.validate().unwrap_err()),
+            [
+                "network.allow_domains",
+                "environment.pass",
+                "environment.set",
+                "environment.set"
+            ]
+        );
     }
 
     #[test]
@@ -370,13 +449,24 @@ mod tests {
         let mut p = Profile::Default.policy();
         p.filesystem.read_only = vec!["/home/u/.ssh".into(), "/opt/tools".into()];
         p.filesystem.read_write = vec!["/home/u/.aws/cli".into()];
-        let err = p.validate_against_host(Path::new("/home/u/src"), home, &list).unwrap_err();
-        assert_eq!(fields(err), ["filesystem.read_only", "filesystem.read_write"]);
+        let err = p
+            .validate_against_host(Path::new("/home/u/src"), home, &list)
+            .unwrap_err();
+        assert_eq!(
+            fields(err),
+            ["filesystem.read_only", "filesystem.read_write"]
+        );
         for ws in ["/home/u", "/home", "/root/project"] {
-            let err = Profile::Default.policy().validate_against_host(Path::new(ws), home, &list).unwrap_err();
+            let err = Profile::Default
+                .policy()
+                .validate_against_host(Path::new(ws), home, &list)
+                .unwrap_err();
             assert_eq!(fields(err), ["filesystem.workspace"], "{ws}");
         }
-        Profile::Default.policy().validate_against_host(Path::new("/home/u/src/app"), home, &list).unwrap();
+        Profile::Default
+            .policy()
+            .validate_against_host(Path::new("/home/u/src/app"), home, &list)
+            .unwrap();
     }
 
     #[test]
@@ -392,7 +482,11 @@ mod tests {
             ("~", "/home/u"),
             ("/../..", "/"),
         ] {
-            assert_eq!(resolve_path(Path::new(input), base, home), PathBuf::from(want), "{input}");
+            assert_eq!(
+                resolve_path(Path::new(input), base, home),
+                PathBuf::from(want),
+                "{input}"
+            );
         }
     }
 }

@@ -3,7 +3,8 @@
 use crate::env::EnvironmentPolicy;
 use crate::names::named_enum;
 use crate::policy::{
-    FilesystemPolicy, HomeMode, Isolation, NetworkMode, NetworkPolicy, ReadScope, ResourceLimits, SandboxPolicy,
+    FilesystemPolicy, HomeMode, Isolation, NetworkMode, NetworkPolicy, ReadScope, ResourceLimits,
+    SandboxPolicy,
 };
 use crate::size::ByteSize;
 
@@ -27,9 +28,13 @@ impl Profile {
     /// One line for `--help` and error messages.
     pub fn summary(self) -> &'static str {
         match self {
-            Profile::Default => "workspace rw, system ro, private home and /tmp, no network, 4 GiB, 1024 processes",
+            Profile::Default => {
+                "workspace rw, system ro, private home and /tmp, no network, 4 GiB, 1024 processes"
+            }
             Profile::Offline => "as default, never any network",
-            Profile::ReadAnywhere => "as default, but the whole host is readable except the blocklist",
+            Profile::ReadAnywhere => {
+                "as default, but the whole host is readable except the blocklist"
+            }
             Profile::Pod => "Landlock + seccomp only, as inside an unprivileged pod",
         }
     }
@@ -47,7 +52,10 @@ impl Profile {
                 rootfs: None,
                 tmp_size: ByteSize::gib(1),
             },
-            network: NetworkPolicy { mode: NetworkMode::None, allow_domains: Vec::new() },
+            network: NetworkPolicy {
+                mode: NetworkMode::None,
+                allow_domains: Vec::new(),
+            },
             resources: ResourceLimits {
                 memory: Some(ByteSize::gib(4)),
                 pids: Some(1024),
@@ -61,12 +69,20 @@ impl Profile {
         match self {
             Profile::Default | Profile::Offline => base,
             Profile::ReadAnywhere => SandboxPolicy {
-                filesystem: FilesystemPolicy { read_scope: ReadScope::Host, home: HomeMode::ReadOnly, ..base.filesystem },
+                filesystem: FilesystemPolicy {
+                    read_scope: ReadScope::Host,
+                    home: HomeMode::ReadOnly,
+                    ..base.filesystem
+                },
                 ..base
             },
             Profile::Pod => SandboxPolicy {
                 isolation: Isolation::Pod,
-                resources: ResourceLimits { memory: None, pids: None, ..base.resources },
+                resources: ResourceLimits {
+                    memory: None,
+                    pids: None,
+                    ..base.resources
+                },
                 ..base
             },
         }

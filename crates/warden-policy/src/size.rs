@@ -26,7 +26,9 @@ impl ByteSize {
 
 /// Why a size did not parse; the message says what is accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{input}` is not a size: {reason}; write a number with an optional suffix K, M, G or T (binary, e.g. 512M, 1.5G)")]
+#[error(
+    "`{input}` is not a size: {reason}; write a number with an optional suffix K, M, G or T (binary, e.g. 512M, 1.5G)"
+)]
 pub struct SizeError {
     input: String,
     reason: &'static str,
@@ -36,12 +38,17 @@ impl FromStr for ByteSize {
     type Err = SizeError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |reason| SizeError { input: s.to_string(), reason };
+        let err = |reason| SizeError {
+            input: s.to_string(),
+            reason,
+        };
         let t = s.trim();
         if t.is_empty() {
             return Err(err("it is empty"));
         }
-        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
         let (num, suffix) = t.split_at(split);
         if num.is_empty() {
             return Err(err("it does not start with a number"));
@@ -72,7 +79,7 @@ impl fmt::Display for ByteSize {
         for (unit, shift) in UNITS {
             let scale = 1u64 << shift;
             if self.0 >= scale {
-                return if self.0 % scale == 0 {
+                return if self.0.is_multiple_of(scale) {
                     write!(f, "{} {unit}", self.0 / scale)
                 } else {
                     write!(f, "{:.1} {unit}", self.0 as f64 / scale as f64)
@@ -111,7 +118,16 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_a_size() {
-        for input in ["", "M", "-1M", "12X", "1.2.3M", "1.5", "99999999999T", "ten"] {
+        for input in [
+            "",
+            "M",
+            "-1M",
+            "12X",
+            "1.2.3M",
+            "1.5",
+            "99999999999T",
+            "ten",
+        ] {
             let err = input.parse::<ByteSize>().unwrap_err().to_string();
             assert!(err.contains("suffix K, M, G or T"), "{input}: {err}");
         }

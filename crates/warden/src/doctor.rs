@@ -11,7 +11,9 @@ use clap::Args;
 use serde::Serialize;
 use warden_jail::cgroup::CgroupHost;
 use warden_jail::landlock::LandlockSupport;
-use warden_jail::{Degraded, Jail, JailConfig, LayerReport, LayerStatus, Termination, host, render_table};
+use warden_jail::{
+    Degraded, Jail, JailConfig, LayerReport, LayerStatus, Termination, host, render_table,
+};
 use warden_policy::Profile;
 
 /// Show which isolation layers this host can enforce, and why not.
@@ -48,17 +50,30 @@ struct Runtime {
 pub fn main(args: DoctorArgs) -> ExitCode {
     let report = gather();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serialises")
+        );
     } else {
         print_table(&report);
     }
-    let all = report.sandbox_ran && report.layers.iter().all(|l| !matches!(l.status, LayerStatus::Unavailable { .. }));
-    if all { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    let all = report.sandbox_ran
+        && report
+            .layers
+            .iter()
+            .all(|l| !matches!(l.status, LayerStatus::Unavailable { .. }));
+    if all {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 fn gather() -> Report {
     let landlock = LandlockSupport::probe();
-    let cgroups = CgroupHost::discover().map(|h| h.describe()).unwrap_or_else(|e| format!("unreadable: {e}"));
+    let cgroups = CgroupHost::discover()
+        .map(|h| h.describe())
+        .unwrap_or_else(|e| format!("unreadable: {e}"));
     let userns = match host::user_namespaces() {
         Ok(()) => "available".to_string(),
         Err(why) => format!("unavailable: {why}"),
@@ -78,8 +93,14 @@ fn gather() -> Report {
         sandbox_ran: ran,
         sandbox_error: error,
         runtimes: vec![
-            Runtime { name: "gvisor (runsc)", path: host::find_in_path("runsc") },
-            Runtime { name: "kata", path: host::find_in_path("kata-runtime") },
+            Runtime {
+                name: "gvisor (runsc)",
+                path: host::find_in_path("runsc"),
+            },
+            Runtime {
+                name: "kata",
+                path: host::find_in_path("kata-runtime"),
+            },
         ],
     }
 }
@@ -94,7 +115,11 @@ fn nix_uid() -> u32 {
 fn trial_sandbox() -> (Vec<LayerReport>, bool, Option<String>) {
     let workspace = std::env::temp_dir().join(format!("warden-doctor-{}", std::process::id()));
     if let Err(e) = std::fs::create_dir_all(&workspace) {
-        return (Vec::new(), false, Some(format!("cannot create {}: {e}", workspace.display())));
+        return (
+            Vec::new(),
+            false,
+            Some(format!("cannot create {}: {e}", workspace.display())),
+        );
     }
     let mut policy = Profile::Default.policy();
     policy.filesystem.workspace = Some(workspace.clone());
@@ -116,7 +141,8 @@ fn trial_sandbox() -> (Vec<LayerReport>, bool, Option<String>) {
     match result {
         Ok((_, outcome)) => {
             let ok = outcome.termination == Termination::Exited { code: 0 };
-            let err = (!ok).then(|| format!("the test command ended with {:?}", outcome.termination));
+            let err =
+                (!ok).then(|| format!("the test command ended with {:?}", outcome.termination));
             (outcome.layers, ok, err)
         }
         Err(e) => (Vec::new(), false, Some(e.to_string())),
@@ -125,14 +151,24 @@ fn trial_sandbox() -> (Vec<LayerReport>, bool, Option<String>) {
 
 fn print_table(r: &Report) {
     println!("warden doctor: what this host can enforce\n");
-    println!("  kernel            {} (running as uid {})", r.kernel, r.uid);
+    println!(
+        "  kernel            {} (running as uid {})",
+        r.kernel, r.uid
+    );
     println!("  user namespaces   {}", r.user_namespaces);
     println!("  landlock          {}", r.landlock);
     println!("  cgroups           {}", r.cgroups);
     for rt in &r.runtimes {
         match &rt.path {
-            Some(p) => println!("  runtime           {} at {} (optional layer 4; not used by `warden run` yet)", rt.name, p.display()),
-            None => println!("  runtime           {} not installed (optional layer 4)", rt.name),
+            Some(p) => println!(
+                "  runtime           {} at {} (optional layer 4; not used by `warden run` yet)",
+                rt.name,
+                p.display()
+            ),
+            None => println!(
+                "  runtime           {} not installed (optional layer 4)",
+                rt.name
+            ),
         }
     }
     println!();
@@ -156,7 +192,11 @@ fn print_table(r: &Report) {
     if !missing.is_empty() {
         println!(
             "`warden run` refuses to start without these unless told otherwise: {}",
-            missing.iter().map(|m| format!("--allow-degraded {m}")).collect::<Vec<_>>().join(" ")
+            missing
+                .iter()
+                .map(|m| format!("--allow-degraded {m}"))
+                .collect::<Vec<_>>()
+                .join(" ")
         );
     }
 }

@@ -7,9 +7,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use warden_jail::{Degraded, Jail, JailConfig, JailError, Layer, Outcome, Termination, render_table};
+use warden_jail::{
+    Degraded, Jail, JailConfig, JailError, Layer, Outcome, Termination, render_table,
+};
 use warden_policy::{
-    ByteSize, DomainPattern, EnvPattern, Isolation, NetworkMode, PolicyError, PolicyFile, Profile, SandboxPolicy, resolve_path,
+    ByteSize, DomainPattern, EnvPattern, Isolation, NetworkMode, PolicyError, PolicyFile, Profile,
+    SandboxPolicy, resolve_path,
 };
 
 use crate::EXIT_USAGE;
@@ -118,7 +121,9 @@ pub fn main(args: RunArgs) -> ExitCode {
         Ok(d) => d,
         Err(e) => return usage(format!("cannot read the current directory: {e}")),
     };
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"));
     let policy = match build_policy(&args, &cwd, &home) {
         Ok(p) => p,
         Err(e) => return usage(e),
@@ -162,10 +167,17 @@ pub fn main(args: RunArgs) -> ExitCode {
         .map(|l| l.layer.to_string())
         .collect();
     if !degraded_layers.is_empty() {
-        eprintln!("warden: warning: running WITHOUT {} (allowed by --allow-degraded)", degraded_layers.join(", "));
+        eprintln!(
+            "warden: warning: running WITHOUT {} (allowed by --allow-degraded)",
+            degraded_layers.join(", ")
+        );
     }
     if args.verbose {
-        eprintln!("warden: sandbox {}\n{}", jail.id(), render_table(jail.layers()));
+        eprintln!(
+            "warden: sandbox {}\n{}",
+            jail.id(),
+            render_table(jail.layers())
+        );
     }
     match jail.run() {
         Ok(outcome) => finish(&args, outcome),
@@ -195,7 +207,9 @@ fn finish(args: &RunArgs, outcome: Outcome) -> ExitCode {
         Termination::Exited { code } => ExitCode::from(code as u8),
         Termination::Signaled { signal } => {
             if outcome.memory_limit_hit {
-                eprintln!("warden: the sandbox hit its memory limit; the kernel killed `{program}` (signal {signal})");
+                eprintln!(
+                    "warden: the sandbox hit its memory limit; the kernel killed `{program}` (signal {signal})"
+                );
             }
             warden_jail::sys::die_by_signal(signal)
         }
@@ -207,7 +221,9 @@ fn finish(args: &RunArgs, outcome: Outcome) -> ExitCode {
             ExitCode::from(124)
         }
         Termination::NotFound => {
-            eprintln!("warden: `{program}`: command not found in the sandbox (is its directory readable by the policy?)");
+            eprintln!(
+                "warden: `{program}`: command not found in the sandbox (is its directory readable by the policy?)"
+            );
             ExitCode::from(127)
         }
         Termination::NotExecutable { error } => {
@@ -221,27 +237,44 @@ fn finish(args: &RunArgs, outcome: Outcome) -> ExitCode {
 fn build_policy(args: &RunArgs, cwd: &Path, home: &Path) -> Result<SandboxPolicy, String> {
     let mut policy = match (&args.policy, &args.profile) {
         (Some(file), _) => {
-            let text = std::fs::read_to_string(file).map_err(|e| format!("--policy {}: {e}", file.display()))?;
-            let base = file.parent().map(|p| resolve_path(p, cwd, home)).unwrap_or_else(|| cwd.to_path_buf());
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("--policy {}: {e}", file.display()))?;
+            let base = file
+                .parent()
+                .map(|p| resolve_path(p, cwd, home))
+                .unwrap_or_else(|| cwd.to_path_buf());
             PolicyFile::from_toml(&text)
                 .and_then(|f| f.apply(Profile::Default, &base, home))
                 .map_err(|e| format!("policy file {}:\n{}", file.display(), indent(&e)))?
         }
-        (None, Some(name)) => name.parse::<Profile>().map_err(|e| format!("--profile: {e}"))?.policy(),
+        (None, Some(name)) => name
+            .parse::<Profile>()
+            .map_err(|e| format!("--profile: {e}"))?
+            .policy(),
         (None, None) => Profile::Default.policy(),
     };
     let abs = |p: &PathBuf| resolve_path(p, cwd, home);
     if let Some(ws) = &args.workspace {
         policy.filesystem.workspace = Some(abs(ws));
     }
-    policy.filesystem.read_only.extend(args.read_only.iter().map(abs));
-    policy.filesystem.read_write.extend(args.read_write.iter().map(abs));
+    policy
+        .filesystem
+        .read_only
+        .extend(args.read_only.iter().map(abs));
+    policy
+        .filesystem
+        .read_write
+        .extend(args.read_write.iter().map(abs));
     policy.filesystem.hidden.extend(args.hidden.iter().map(abs));
     if let Some(mode) = &args.isolation {
-        policy.isolation = mode.parse::<Isolation>().map_err(|e| format!("--isolation: {e}"))?;
+        policy.isolation = mode
+            .parse::<Isolation>()
+            .map_err(|e| format!("--isolation: {e}"))?;
     }
     if let Some(mode) = &args.network {
-        let mode = mode.parse::<NetworkMode>().map_err(|e| format!("--network: {e}"))?;
+        let mode = mode
+            .parse::<NetworkMode>()
+            .map_err(|e| format!("--network: {e}"))?;
         if mode == NetworkMode::Proxy {
             return Err("--network: use --allow-domain DOMAIN to turn on the egress proxy".into());
         }
@@ -253,48 +286,82 @@ fn build_policy(args: &RunArgs, cwd: &Path, home: &Path) -> Result<SandboxPolicy
         }
         policy.network.mode = NetworkMode::Proxy;
         for d in &args.allow_domains {
-            policy.network.allow_domains.push(d.parse::<DomainPattern>().map_err(|e| format!("--allow-domain: {e}"))?);
+            policy.network.allow_domains.push(
+                d.parse::<DomainPattern>()
+                    .map_err(|e| format!("--allow-domain: {e}"))?,
+            );
         }
     }
     let r = &mut policy.resources;
     if let Some(v) = &args.memory {
-        r.memory = limit(v, "--memory", |s| s.parse::<ByteSize>().map_err(|e| e.to_string()))?;
+        r.memory = limit(v, "--memory", |s| {
+            s.parse::<ByteSize>().map_err(|e| e.to_string())
+        })?;
     }
     if let Some(v) = &args.file_size {
-        r.file_size = limit(v, "--file-size", |s| s.parse::<ByteSize>().map_err(|e| e.to_string()))?;
+        r.file_size = limit(v, "--file-size", |s| {
+            s.parse::<ByteSize>().map_err(|e| e.to_string())
+        })?;
     }
     if let Some(v) = &args.pids {
-        r.pids = limit(v, "--pids", |s| s.parse::<u32>().map_err(|_| format!("`{s}` is not a whole number")))?;
+        r.pids = limit(v, "--pids", |s| {
+            s.parse::<u32>()
+                .map_err(|_| format!("`{s}` is not a whole number"))
+        })?;
     }
     if let Some(v) = &args.open_files {
-        r.open_files = limit(v, "--open-files", |s| s.parse::<u64>().map_err(|_| format!("`{s}` is not a whole number")))?;
+        r.open_files = limit(v, "--open-files", |s| {
+            s.parse::<u64>()
+                .map_err(|_| format!("`{s}` is not a whole number"))
+        })?;
     }
     if let Some(v) = &args.cpus {
-        r.cpus = limit(v, "--cpus", |s| s.parse::<f64>().map_err(|_| format!("`{s}` is not a number of cores such as 1.5")))?;
+        r.cpus = limit(v, "--cpus", |s| {
+            s.parse::<f64>()
+                .map_err(|_| format!("`{s}` is not a number of cores such as 1.5"))
+        })?;
     }
     if let Some(v) = &args.timeout {
         r.timeout = limit(v, "--timeout", |s| {
-            humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. 30s, 10m, 1h30m"))
+            humantime::parse_duration(s)
+                .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. 30s, 10m, 1h30m"))
         })?;
     }
     for kv in &args.env {
-        let (k, v) = kv.split_once('=').ok_or_else(|| format!("--env: `{kv}` must look like NAME=VALUE"))?;
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("--env: `{kv}` must look like NAME=VALUE"))?;
         policy.environment.set.insert(k.to_string(), v.to_string());
     }
     for p in &args.pass_env {
-        policy.environment.pass.push(p.parse::<EnvPattern>().map_err(|e| format!("--pass-env: {e}"))?);
+        policy.environment.pass.push(
+            p.parse::<EnvPattern>()
+                .map_err(|e| format!("--pass-env: {e}"))?,
+        );
     }
-    policy.validate().map_err(|e| format!("invalid policy:\n{}", indent(&e)))?;
+    policy
+        .validate()
+        .map_err(|e| format!("invalid policy:\n{}", indent(&e)))?;
     Ok(policy)
 }
 
-fn limit<T>(value: &str, flag: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Option<T>, String> {
+fn limit<T>(
+    value: &str,
+    flag: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, String> {
     if value == "unlimited" {
         return Ok(None);
     }
-    parse(value).map(Some).map_err(|e| format!("{flag}: {e}, or \"unlimited\""))
+    parse(value)
+        .map(Some)
+        .map_err(|e| format!("{flag}: {e}, or \"unlimited\""))
 }
 
 fn indent(e: &PolicyError) -> String {
-    e.to_string().lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
+    e.to_string()
+        .lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -71,14 +71,21 @@ fn main() {
         "env" => env(),
         "procs" => procs(),
         "forkbomb" => forkbomb(),
-        "memhog" => memhog(rest.first().and_then(|m| m.parse().ok()).expect("memhog MIB")),
+        "memhog" => memhog(
+            rest.first()
+                .and_then(|m| m.parse().ok())
+                .expect("memhog MIB"),
+        ),
         "spawn-tree" => spawn_tree(rest.first().expect("spawn-tree TOKEN")),
         "sleep" => loop {
             std::thread::sleep(Duration::from_secs(3600));
         },
         "exit" => std::process::exit(rest.first().and_then(|c| c.parse().ok()).unwrap_or(0)),
         "signal" => {
-            let sig = rest.first().and_then(|s| s.parse().ok()).unwrap_or(libc::SIGTERM);
+            let sig = rest
+                .first()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(libc::SIGTERM);
             // SAFETY: signalling ourselves.
             unsafe { libc::raise(sig) };
             std::process::exit(0);
@@ -136,7 +143,12 @@ fn syscall_result(check: &str, target: &str, ret: libc::c_long) {
     if ret >= 0 {
         report(check, target, true, &format!("returned {ret}"));
     } else {
-        report(check, target, false, &io::Error::last_os_error().to_string());
+        report(
+            check,
+            target,
+            false,
+            &io::Error::last_os_error().to_string(),
+        );
     }
 }
 
@@ -151,9 +163,21 @@ fn read(path: &str) {
     match fs::metadata(p) {
         Ok(m) if m.is_dir() => match fs::read_dir(p) {
             Ok(entries) => {
-                let names: Vec<String> = entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+                let names: Vec<String> = entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect();
                 let escaped = !names.is_empty();
-                report("read", path, escaped, &format!("listed {} entries {:?}", names.len(), names.iter().take(5).collect::<Vec<_>>()));
+                report(
+                    "read",
+                    path,
+                    escaped,
+                    &format!(
+                        "listed {} entries {:?}",
+                        names.len(),
+                        names.iter().take(5).collect::<Vec<_>>()
+                    ),
+                );
             }
             Err(e) => report("read", path, false, &e.to_string()),
         },
@@ -162,7 +186,12 @@ fn read(path: &str) {
                 let mut buf = [0u8; 64];
                 match f.read(&mut buf) {
                     Ok(0) => report("read", path, false, "opened, but empty"),
-                    Ok(n) => report("read", path, true, &format!("read {n} bytes: {}", String::from_utf8_lossy(&buf[..n]))),
+                    Ok(n) => report(
+                        "read",
+                        path,
+                        true,
+                        &format!("read {n} bytes: {}", String::from_utf8_lossy(&buf[..n])),
+                    ),
                     Err(e) => report("read", path, false, &format!("opened, read failed: {e}")),
                 }
             }
@@ -174,16 +203,34 @@ fn read(path: &str) {
 
 fn write(path: &str) {
     let p = Path::new(path);
-    let target = if p.is_dir() { p.join(format!("warden-probe-{}", std::process::id())) } else { p.to_path_buf() };
-    match fs::OpenOptions::new().write(true).create(true).truncate(false).open(&target) {
+    let target = if p.is_dir() {
+        p.join(format!("warden-probe-{}", std::process::id()))
+    } else {
+        p.to_path_buf()
+    };
+    match fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&target)
+    {
         Ok(mut f) => {
             let wrote = f.write_all(b"escaped\n");
-            report("write", &target.to_string_lossy(), wrote.is_ok(), &format!("created; write: {wrote:?}"));
+            report(
+                "write",
+                &target.to_string_lossy(),
+                wrote.is_ok(),
+                &format!("created; write: {wrote:?}"),
+            );
         }
         Err(e) => report("write", &target.to_string_lossy(), false, &e.to_string()),
     }
     // Directories and renames are writes too.
-    let dir = if p.is_dir() { p.join("warden-probe-dir") } else { p.with_extension("warden-probe-dir") };
+    let dir = if p.is_dir() {
+        p.join("warden-probe-dir")
+    } else {
+        p.with_extension("warden-probe-dir")
+    };
     match fs::create_dir(&dir) {
         Ok(()) => report("mkdir", &dir.to_string_lossy(), true, "created"),
         Err(e) => report("mkdir", &dir.to_string_lossy(), false, &e.to_string()),
@@ -199,7 +246,11 @@ fn links(ws: &Path) {
         Err(e) => report("symlink", &sl.to_string_lossy(), false, &e.to_string()),
     }
     // Symlinks the host (or an earlier run) left in the workspace.
-    for name in ["host-symlink-to-root", "host-symlink-to-shadow", "host-symlink-to-ssh"] {
+    for name in [
+        "host-symlink-to-root",
+        "host-symlink-to-shadow",
+        "host-symlink-to-ssh",
+    ] {
         let p = ws.join(name);
         if p.symlink_metadata().is_ok() {
             read(&p.to_string_lossy());
@@ -209,29 +260,65 @@ fn links(ws: &Path) {
     let out = ws.join("probe-symlink-out");
     let _ = fs::remove_file(&out);
     if std::os::unix::fs::symlink("/etc/warden-probe-escape", &out).is_ok() {
-        match fs::OpenOptions::new().write(true).create(true).truncate(false).open(&out) {
-            Ok(_) => report("write-through-symlink", "/etc/warden-probe-escape", true, "created"),
-            Err(e) => report("write-through-symlink", "/etc/warden-probe-escape", false, &e.to_string()),
+        match fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&out)
+        {
+            Ok(_) => report(
+                "write-through-symlink",
+                "/etc/warden-probe-escape",
+                true,
+                "created",
+            ),
+            Err(e) => report(
+                "write-through-symlink",
+                "/etc/warden-probe-escape",
+                false,
+                &e.to_string(),
+            ),
         }
     }
     // Hard links to files outside the workspace: to read a secret, or to write a system file.
     for src in ["/etc/shadow", "/etc/passwd", "/etc/hostname"] {
-        let dst = ws.join(format!("probe-hardlink-{}", src.rsplit('/').next().unwrap_or("x")));
+        let dst = ws.join(format!(
+            "probe-hardlink-{}",
+            src.rsplit('/').next().unwrap_or("x")
+        ));
         let _ = fs::remove_file(&dst);
         match fs::hard_link(src, &dst) {
             Ok(()) => {
                 let writable = fs::OpenOptions::new().append(true).open(&dst).is_ok();
-                report("hardlink", src, true, &format!("linked into the workspace; writable: {writable}"));
+                report(
+                    "hardlink",
+                    src,
+                    true,
+                    &format!("linked into the workspace; writable: {writable}"),
+                );
             }
             Err(e) => report("hardlink", src, false, &e.to_string()),
         }
     }
     // The roots of other processes.
-    for p in ["/proc/self/root/etc/shadow", "/proc/1/root/etc/shadow", "/proc/1/root/root", "/proc/self/cwd/../../../../etc/shadow"] {
+    for p in [
+        "/proc/self/root/etc/shadow",
+        "/proc/1/root/etc/shadow",
+        "/proc/1/root/root",
+        "/proc/self/cwd/../../../../etc/shadow",
+    ] {
         read(p);
     }
-    for p in ["/proc/self/root/etc/warden-probe-escape", "/proc/1/root/etc/warden-probe-escape"] {
-        match fs::OpenOptions::new().write(true).create(true).truncate(false).open(p) {
+    for p in [
+        "/proc/self/root/etc/warden-probe-escape",
+        "/proc/1/root/etc/warden-probe-escape",
+    ] {
+        match fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(p)
+        {
             Ok(_) => report("write", p, true, "created"),
             Err(e) => report("write", p, false, &e.to_string()),
         }
@@ -270,24 +357,54 @@ fn udp(addr: &str) {
         s.set_read_timeout(Some(Duration::from_secs(1)))?;
         s.send_to(b"escaped\n", addr)?;
         let mut buf = [0u8; 64];
-        s.recv_from(&mut buf).map(|(n, from)| (n, from))
+        s.recv_from(&mut buf)
     });
     match r {
-        Ok((n, from)) => report("udp", addr, true, &format!("{n} bytes answered from {from}")),
+        Ok((n, from)) => report(
+            "udp",
+            addr,
+            true,
+            &format!("{n} bytes answered from {from}"),
+        ),
         Err(e) => report("udp", addr, false, &e.to_string()),
     }
 }
 
 fn sockets() {
     let tries: &[(&str, libc::c_int, libc::c_int, libc::c_int)] = &[
-        ("inet raw icmp", libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP),
-        ("inet raw tcp", libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP),
-        ("inet6 raw", libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_ICMPV6),
+        (
+            "inet raw icmp",
+            libc::AF_INET,
+            libc::SOCK_RAW,
+            libc::IPPROTO_ICMP,
+        ),
+        (
+            "inet raw tcp",
+            libc::AF_INET,
+            libc::SOCK_RAW,
+            libc::IPPROTO_TCP,
+        ),
+        (
+            "inet6 raw",
+            libc::AF_INET6,
+            libc::SOCK_RAW,
+            libc::IPPROTO_ICMPV6,
+        ),
         ("inet packet (SOCK_PACKET)", libc::AF_INET, 10, 0x0300),
         ("packet raw", libc::AF_PACKET, libc::SOCK_RAW, 0x0300),
         ("packet dgram", libc::AF_PACKET, libc::SOCK_DGRAM, 0x0300),
-        ("netlink route", libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE),
-        ("netlink audit", libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_AUDIT),
+        (
+            "netlink route",
+            libc::AF_NETLINK,
+            libc::SOCK_RAW,
+            libc::NETLINK_ROUTE,
+        ),
+        (
+            "netlink audit",
+            libc::AF_NETLINK,
+            libc::SOCK_RAW,
+            libc::NETLINK_AUDIT,
+        ),
         ("alg", libc::AF_ALG, libc::SOCK_SEQPACKET, 0),
         ("vsock", libc::AF_VSOCK, libc::SOCK_STREAM, 0),
         ("bluetooth", libc::AF_BLUETOOTH, libc::SOCK_RAW, 0),
@@ -333,8 +450,14 @@ fn ptrace(pid: Option<libc::pid_t>) {
         let r = unsafe { libc::ptrace(libc::PTRACE_SEIZE, child, 0, 0) };
         syscall_result("ptrace", "seize our own child", r);
         let mut local = [0u8; 8];
-        let liov = libc::iovec { iov_base: local.as_mut_ptr().cast(), iov_len: 8 };
-        let riov = libc::iovec { iov_base: std::ptr::null_mut::<u8>().wrapping_add(0x400000).cast(), iov_len: 8 };
+        let liov = libc::iovec {
+            iov_base: local.as_mut_ptr().cast(),
+            iov_len: 8,
+        };
+        let riov = libc::iovec {
+            iov_base: std::ptr::null_mut::<u8>().wrapping_add(0x400000).cast(),
+            iov_len: 8,
+        };
         // SAFETY: the iovecs describe valid local memory; the remote one is only read by the kernel.
         let r = unsafe { libc::process_vm_readv(child, &liov, 1, &riov, 1, 0) };
         syscall_result("process_vm_readv", "our own child", r as libc::c_long);
@@ -356,7 +479,12 @@ fn ptrace(pid: Option<libc::pid_t>) {
     // SAFETY: reaping our child.
     unsafe { libc::waitpid(pid2, &mut status, 0) };
     let traced = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    report("ptrace", "PTRACE_TRACEME", traced, if traced { "allowed" } else { "refused" });
+    report(
+        "ptrace",
+        "PTRACE_TRACEME",
+        traced,
+        if traced { "allowed" } else { "refused" },
+    );
     if let Some(p) = pid {
         // SAFETY: integers only.
         let r = unsafe { libc::ptrace(libc::PTRACE_ATTACH, p, 0, 0) };
@@ -366,7 +494,16 @@ fn ptrace(pid: Option<libc::pid_t>) {
 
 fn kill(pid: libc::pid_t) {
     let visible = Path::new(&format!("/proc/{pid}")).exists();
-    report("see-process", &pid.to_string(), visible, if visible { "listed in /proc" } else { "not in /proc" });
+    report(
+        "see-process",
+        &pid.to_string(),
+        visible,
+        if visible {
+            "listed in /proc"
+        } else {
+            "not in /proc"
+        },
+    );
     // SAFETY: kill(2) with integers.
     let r = unsafe { libc::kill(pid, 0) };
     syscall_result("kill", &format!("signal 0 to {pid}"), r as libc::c_long);
@@ -384,20 +521,40 @@ fn kill(pid: libc::pid_t) {
             // SAFETY: closing our descriptor.
             unsafe { libc::close(fd as i32) };
         } else {
-            report("pidfd_open", &pid.to_string(), false, &io::Error::last_os_error().to_string());
+            report(
+                "pidfd_open",
+                &pid.to_string(),
+                false,
+                &io::Error::last_os_error().to_string(),
+            );
         }
     }
 }
 
 fn procs() {
     let mut pids: Vec<i32> = fs::read_dir("/proc")
-        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok())).collect())
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                .collect()
+        })
         .unwrap_or_default();
     pids.sort();
-    let list = pids.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(",");
+    let list = pids
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
     // SAFETY: getpid and getppid cannot fail.
     let (me, parent) = unsafe { (libc::getpid(), libc::getppid()) };
-    info("procs", &[("pids", format!("[{list}]")), ("self", me.to_string()), ("parent", parent.to_string())]);
+    info(
+        "procs",
+        &[
+            ("pids", format!("[{list}]")),
+            ("self", me.to_string()),
+            ("parent", parent.to_string()),
+        ],
+    );
 }
 
 fn whoami() {
@@ -410,7 +567,14 @@ fn whoami() {
             .unwrap_or_else(|| "null".into())
     };
     // SAFETY: these calls cannot fail.
-    let (uid, euid, gid, egid) = unsafe { (libc::getuid(), libc::geteuid(), libc::getgid(), libc::getegid()) };
+    let (uid, euid, gid, egid) = unsafe {
+        (
+            libc::getuid(),
+            libc::geteuid(),
+            libc::getgid(),
+            libc::getegid(),
+        )
+    };
     let hostname = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     info(
         "whoami",
@@ -433,7 +597,13 @@ fn whoami() {
 
 fn env() {
     let vars: Vec<String> = std::env::vars_os()
-        .map(|(k, v)| format!("{}:{}", json_str(&k.to_string_lossy()), json_str(&v.to_string_lossy())))
+        .map(|(k, v)| {
+            format!(
+                "{}:{}",
+                json_str(&k.to_string_lossy()),
+                json_str(&v.to_string_lossy())
+            )
+        })
         .collect();
     info("env", &[("vars", format!("{{{}}}", vars.join(",")))]);
 }
@@ -450,7 +620,12 @@ fn forkbomb() {
         children += 1;
     }
     let stopped = !last_error.is_empty();
-    report("forkbomb", "fork until refused", !stopped, &format!("{children} children; then {last_error}"));
+    report(
+        "forkbomb",
+        "fork until refused",
+        !stopped,
+        &format!("{children} children; then {last_error}"),
+    );
     // SAFETY: killing our own process group's children and reaping them.
     unsafe {
         libc::signal(libc::SIGTERM, libc::SIG_IGN);
@@ -468,14 +643,23 @@ fn memhog(mib: usize) {
         }
         blocks.push(b);
     }
-    report("memhog", &format!("{mib} MiB"), true, "allocated and touched everything");
+    report(
+        "memhog",
+        &format!("{mib} MiB"),
+        true,
+        "allocated and touched everything",
+    );
 }
 
 fn spawn_tree(token: &str) {
     let me = std::env::current_exe().expect("own path");
     let exe = cstr(&me.to_string_lossy());
     let argv_sleep = [cstr("warden-probe"), cstr("sleep"), cstr(token)];
-    let argv: Vec<*const libc::c_char> = argv_sleep.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
+    let argv: Vec<*const libc::c_char> = argv_sleep
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
     for _ in 0..3 {
         // A daemon: fork, setsid, fork again, and the middle process exits so the sleeper is
         // orphaned (re-parented to the sandbox's init, or to whatever reaps orphans).
@@ -514,13 +698,37 @@ fn spawn_tree(token: &str) {
 fn mount() {
     let _ = fs::create_dir_all("/tmp/probe-mnt");
     // SAFETY: mount(2) with valid C strings.
-    let r = unsafe { libc::mount(c"none".as_ptr(), c"/tmp/probe-mnt".as_ptr(), c"tmpfs".as_ptr(), 0, std::ptr::null()) };
+    let r = unsafe {
+        libc::mount(
+            c"none".as_ptr(),
+            c"/tmp/probe-mnt".as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     syscall_result("mount", "tmpfs on /tmp/probe-mnt", r as libc::c_long);
     // SAFETY: as above.
-    let r = unsafe { libc::mount(c"/".as_ptr(), c"/tmp/probe-mnt".as_ptr(), std::ptr::null(), libc::MS_BIND | libc::MS_REC, std::ptr::null()) };
+    let r = unsafe {
+        libc::mount(
+            c"/".as_ptr(),
+            c"/tmp/probe-mnt".as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND | libc::MS_REC,
+            std::ptr::null(),
+        )
+    };
     syscall_result("mount", "bind / on /tmp/probe-mnt", r as libc::c_long);
     // SAFETY: as above.
-    let r = unsafe { libc::mount(std::ptr::null(), c"/".as_ptr(), std::ptr::null(), libc::MS_REMOUNT | libc::MS_BIND, std::ptr::null()) };
+    let r = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REMOUNT | libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
     syscall_result("mount", "remount / read-write", r as libc::c_long);
     // SAFETY: umount2 with a valid C string.
     let r = unsafe { libc::umount2(c"/proc".as_ptr(), libc::MNT_DETACH) };
@@ -530,17 +738,40 @@ fn mount() {
     syscall_result("umount2", "/tmp", r as libc::c_long);
     // SAFETY: raw system calls with valid C strings.
     unsafe {
-        let r = libc::syscall(libc::SYS_pivot_root, c"/tmp".as_ptr(), c"/tmp/probe-mnt".as_ptr());
+        let r = libc::syscall(
+            libc::SYS_pivot_root,
+            c"/tmp".as_ptr(),
+            c"/tmp/probe-mnt".as_ptr(),
+        );
         syscall_result("pivot_root", "/tmp", r);
-        let r = libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c"/".as_ptr(), 1 | libc::O_CLOEXEC as libc::c_long);
+        let r = libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c"/".as_ptr(),
+            1 | libc::O_CLOEXEC as libc::c_long,
+        );
         syscall_result("open_tree", "/ (clone)", r);
         let r = libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), 0);
         syscall_result("fsopen", "tmpfs", r);
         let r = libc::syscall(libc::SYS_fsmount, 3, 0, 0);
         syscall_result("fsmount", "fd 3", r);
-        let r = libc::syscall(libc::SYS_move_mount, libc::AT_FDCWD, c"/proc".as_ptr(), libc::AT_FDCWD, c"/tmp/probe-mnt".as_ptr(), 0);
+        let r = libc::syscall(
+            libc::SYS_move_mount,
+            libc::AT_FDCWD,
+            c"/proc".as_ptr(),
+            libc::AT_FDCWD,
+            c"/tmp/probe-mnt".as_ptr(),
+            0,
+        );
         syscall_result("move_mount", "/proc", r);
-        let r = libc::syscall(libc::SYS_mount_setattr, libc::AT_FDCWD, c"/".as_ptr(), 0, std::ptr::null::<u8>(), 0);
+        let r = libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            c"/".as_ptr(),
+            0,
+            std::ptr::null::<u8>(),
+            0,
+        );
         syscall_result("mount_setattr", "/", r);
         let r = libc::chroot(c"/tmp".as_ptr());
         syscall_result("chroot", "/tmp", r as libc::c_long);
@@ -565,7 +796,16 @@ fn namespaces() {
     }
     // clone() straight into a new user namespace; the child exits at once.
     // SAFETY: a raw clone without a new stack behaves like fork; the child only exits.
-    let r = unsafe { libc::syscall(libc::SYS_clone, (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_long, 0, 0, 0, 0) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_long,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
     if r == 0 {
         // SAFETY: leaving the child.
         unsafe { libc::_exit(0) };
@@ -604,7 +844,13 @@ fn namespaces() {
         cgroup: 0,
     };
     // SAFETY: clone3 with a valid argument struct; a child (if any) exits at once.
-    let r = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, size_of::<CloneArgs>()) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            size_of::<CloneArgs>(),
+        )
+    };
     if r == 0 {
         // SAFETY: leaving the child.
         unsafe { libc::_exit(0) };
@@ -616,7 +862,12 @@ fn namespaces() {
         unsafe {
             let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
             if fd < 0 {
-                report("setns", ns, false, &format!("open: {}", io::Error::last_os_error()));
+                report(
+                    "setns",
+                    ns,
+                    false,
+                    &format!("open: {}", io::Error::last_os_error()),
+                );
                 continue;
             }
             let r = libc::setns(fd, 0);
@@ -626,8 +877,18 @@ fn namespaces() {
     }
     // The knob that turns user namespaces off inside.
     match fs::write("/proc/sys/user/max_user_namespaces", "1000") {
-        Ok(()) => report("write", "/proc/sys/user/max_user_namespaces", true, "written"),
-        Err(e) => report("write", "/proc/sys/user/max_user_namespaces", false, &e.to_string()),
+        Ok(()) => report(
+            "write",
+            "/proc/sys/user/max_user_namespaces",
+            true,
+            "written",
+        ),
+        Err(e) => report(
+            "write",
+            "/proc/sys/user/max_user_namespaces",
+            false,
+            &e.to_string(),
+        ),
     }
 }
 
@@ -637,54 +898,167 @@ fn syscalls() {
     // argument structure these calls read; none of them can succeed in a sandbox, and where
     // one did, it would act on nothing of ours.
     unsafe {
-        syscall_result("io_uring_setup", "8 entries", libc::syscall(libc::SYS_io_uring_setup, 8, buf.as_mut_ptr()));
-        syscall_result("io_uring_enter", "fd 0", libc::syscall(libc::SYS_io_uring_enter, 0, 0, 0, 0, 0, 0));
-        syscall_result("io_uring_register", "fd 0", libc::syscall(libc::SYS_io_uring_register, 0, 0, 0, 0));
+        syscall_result(
+            "io_uring_setup",
+            "8 entries",
+            libc::syscall(libc::SYS_io_uring_setup, 8, buf.as_mut_ptr()),
+        );
+        syscall_result(
+            "io_uring_enter",
+            "fd 0",
+            libc::syscall(libc::SYS_io_uring_enter, 0, 0, 0, 0, 0, 0),
+        );
+        syscall_result(
+            "io_uring_register",
+            "fd 0",
+            libc::syscall(libc::SYS_io_uring_register, 0, 0, 0, 0),
+        );
         // bpf(BPF_MAP_CREATE) with an array map of one u32.
         buf[0] = 2 | (4 << 32);
         buf[1] = 4 | (1 << 32);
-        syscall_result("bpf", "BPF_MAP_CREATE", libc::syscall(libc::SYS_bpf, 0, buf.as_mut_ptr(), 72));
+        syscall_result(
+            "bpf",
+            "BPF_MAP_CREATE",
+            libc::syscall(libc::SYS_bpf, 0, buf.as_mut_ptr(), 72),
+        );
         buf = [0; 32];
-        syscall_result("bpf", "BPF_PROG_LOAD", libc::syscall(libc::SYS_bpf, 5, buf.as_mut_ptr(), 128));
+        syscall_result(
+            "bpf",
+            "BPF_PROG_LOAD",
+            libc::syscall(libc::SYS_bpf, 5, buf.as_mut_ptr(), 128),
+        );
         let p = buf.as_mut_ptr();
         syscall_result(
             "add_key",
             "user key in the process keyring",
-            libc::syscall(libc::SYS_add_key, c"user".as_ptr(), c"warden-probe".as_ptr(), c"x".as_ptr(), 1, -2i64),
+            libc::syscall(
+                libc::SYS_add_key,
+                c"user".as_ptr(),
+                c"warden-probe".as_ptr(),
+                c"x".as_ptr(),
+                1,
+                -2i64,
+            ),
         );
-        syscall_result("keyctl", "KEYCTL_GET_KEYRING_ID session", libc::syscall(libc::SYS_keyctl, 0, -3i64, 1));
+        syscall_result(
+            "keyctl",
+            "KEYCTL_GET_KEYRING_ID session",
+            libc::syscall(libc::SYS_keyctl, 0, -3i64, 1),
+        );
         syscall_result(
             "request_key",
             "user key",
-            libc::syscall(libc::SYS_request_key, c"user".as_ptr(), c"warden-probe".as_ptr(), std::ptr::null::<u8>(), 0),
+            libc::syscall(
+                libc::SYS_request_key,
+                c"user".as_ptr(),
+                c"warden-probe".as_ptr(),
+                std::ptr::null::<u8>(),
+                0,
+            ),
         );
         // perf_event_open: a software clock counter on ourselves.
         let mut attr = [0u32; 32];
         attr[0] = 1; // PERF_TYPE_SOFTWARE
         attr[1] = 128; // size
-        syscall_result("perf_event_open", "software clock", libc::syscall(libc::SYS_perf_event_open, attr.as_mut_ptr(), 0, -1, -1, 0));
-        syscall_result("userfaultfd", "", libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC));
-        syscall_result("kexec_load", "", libc::syscall(libc::SYS_kexec_load, 0, 0, 0, 0));
-        syscall_result("kexec_file_load", "", libc::syscall(libc::SYS_kexec_file_load, -1, -1, 0, c"".as_ptr(), 0));
-        syscall_result("init_module", "", libc::syscall(libc::SYS_init_module, p, 0, c"".as_ptr()));
-        syscall_result("finit_module", "fd 0", libc::syscall(libc::SYS_finit_module, 0, c"".as_ptr(), 0));
-        syscall_result("delete_module", "loop", libc::syscall(libc::SYS_delete_module, c"loop".as_ptr(), libc::O_NONBLOCK));
+        syscall_result(
+            "perf_event_open",
+            "software clock",
+            libc::syscall(libc::SYS_perf_event_open, attr.as_mut_ptr(), 0, -1, -1, 0),
+        );
+        syscall_result(
+            "userfaultfd",
+            "",
+            libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC),
+        );
+        syscall_result(
+            "kexec_load",
+            "",
+            libc::syscall(libc::SYS_kexec_load, 0, 0, 0, 0),
+        );
+        syscall_result(
+            "kexec_file_load",
+            "",
+            libc::syscall(libc::SYS_kexec_file_load, -1, -1, 0, c"".as_ptr(), 0),
+        );
+        syscall_result(
+            "init_module",
+            "",
+            libc::syscall(libc::SYS_init_module, p, 0, c"".as_ptr()),
+        );
+        syscall_result(
+            "finit_module",
+            "fd 0",
+            libc::syscall(libc::SYS_finit_module, 0, c"".as_ptr(), 0),
+        );
+        syscall_result(
+            "delete_module",
+            "loop",
+            libc::syscall(libc::SYS_delete_module, c"loop".as_ptr(), libc::O_NONBLOCK),
+        );
         // reboot with a wrong magic would fail anyway; use the real magic and CAD_OFF (harmless).
-        syscall_result("reboot", "CAD_OFF", libc::syscall(libc::SYS_reboot, 0xfee1deadu32 as i64, 672274793, 0, 0));
-        syscall_result("swapon", "/tmp/swap", libc::syscall(libc::SYS_swapon, c"/tmp/swap".as_ptr(), 0));
-        syscall_result("swapoff", "/tmp/swap", libc::syscall(libc::SYS_swapoff, c"/tmp/swap".as_ptr()));
-        syscall_result("personality", "ADDR_NO_RANDOMIZE", libc::syscall(libc::SYS_personality, 0x0040000));
-        syscall_result("personality", "READ_IMPLIES_EXEC", libc::syscall(libc::SYS_personality, 0x0400000));
+        syscall_result(
+            "reboot",
+            "CAD_OFF",
+            libc::syscall(libc::SYS_reboot, 0xfee1deadu32 as i64, 672274793, 0, 0),
+        );
+        syscall_result(
+            "swapon",
+            "/tmp/swap",
+            libc::syscall(libc::SYS_swapon, c"/tmp/swap".as_ptr(), 0),
+        );
+        syscall_result(
+            "swapoff",
+            "/tmp/swap",
+            libc::syscall(libc::SYS_swapoff, c"/tmp/swap".as_ptr()),
+        );
+        syscall_result(
+            "personality",
+            "ADDR_NO_RANDOMIZE",
+            libc::syscall(libc::SYS_personality, 0x0040000),
+        );
+        syscall_result(
+            "personality",
+            "READ_IMPLIES_EXEC",
+            libc::syscall(libc::SYS_personality, 0x0400000),
+        );
         // The x32 ABI: the same calls under other numbers.
-        syscall_result("x32 ABI", "getpid | 0x40000000", libc::syscall(libc::SYS_getpid | 0x4000_0000));
+        syscall_result(
+            "x32 ABI",
+            "getpid | 0x40000000",
+            libc::syscall(libc::SYS_getpid | 0x4000_0000),
+        );
         // TIOCSTI: typing into the controlling terminal.
         let c: u8 = b'x';
         for fd in [0, 1, 2] {
-            syscall_result("ioctl", &format!("TIOCSTI on fd {fd}"), libc::ioctl(fd, libc::TIOCSTI, &c) as libc::c_long);
+            syscall_result(
+                "ioctl",
+                &format!("TIOCSTI on fd {fd}"),
+                libc::ioctl(fd, libc::TIOCSTI, &c) as libc::c_long,
+            );
         }
-        syscall_result("acct", "/tmp/acct", libc::syscall(libc::SYS_acct, c"/tmp/acct".as_ptr()));
-        syscall_result("settimeofday", "", libc::syscall(libc::SYS_settimeofday, p, 0));
-        syscall_result("sethostname", "evil", libc::syscall(libc::SYS_sethostname, c"evil".as_ptr(), 4));
-        syscall_result("mknod", "/tmp/probe-disk (block 8:0)", libc::mknod(c"/tmp/probe-disk".as_ptr(), libc::S_IFBLK | 0o600, libc::makedev(8, 0)) as libc::c_long);
+        syscall_result(
+            "acct",
+            "/tmp/acct",
+            libc::syscall(libc::SYS_acct, c"/tmp/acct".as_ptr()),
+        );
+        syscall_result(
+            "settimeofday",
+            "",
+            libc::syscall(libc::SYS_settimeofday, p, 0),
+        );
+        syscall_result(
+            "sethostname",
+            "evil",
+            libc::syscall(libc::SYS_sethostname, c"evil".as_ptr(), 4),
+        );
+        syscall_result(
+            "mknod",
+            "/tmp/probe-disk (block 8:0)",
+            libc::mknod(
+                c"/tmp/probe-disk".as_ptr(),
+                libc::S_IFBLK | 0o600,
+                libc::makedev(8, 0),
+            ) as libc::c_long,
+        );
     }
 }

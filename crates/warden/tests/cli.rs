@@ -1,0 +1,448 @@
+//! `warden run` and `warden doctor` as users meet them: flags, exit codes, terminals, bad
+//! input, and what is left behind (nothing).
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn warden() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_warden"));
+    c.env_remove("WARDEN_LOG");
+    c
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Directories named `warden-<pid>-*` (cgroups, scratch directories) that a warden process
+/// with this pid left behind.
+fn leftovers(pid: u32) -> Vec<PathBuf> {
+    let prefix = format!("warden-{pid}-");
+    let mut found = Vec::new();
+    fn walk(dir: &Path, depth: usize, prefix: &str, found: &mut Vec<PathBuf>) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(prefix) {
+                found.push(e.path());
+            }
+            if depth > 0 && e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                walk(&e.path(), depth - 1, prefix, found);
+            }
+        }
+    }
+    walk(Path::new("/sys/fs/cgroup"), 5, &prefix, &mut found);
+    walk(&std::env::temp_dir(), 0, &prefix, &mut found);
+    found
+}
+
+/// Runs warden to the end and checks that it left nothing behind.
+fn run(mut cmd: Command) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let left = leftovers(pid);
+    assert!(left.is_empty(), "left behind: {left:?}");
+    out
+}
+
+fn bad_input(args: &[&str], expect: &[&str]) {
+    let ws = tempfile::tempdir().unwrap();
+    let mut cmd = warden();
+    cmd.current_dir(ws.path()).args(args);
+    let out = run(cmd);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
+    for e in expect {
+        assert!(err.contains(e), "{args:?}: {e:?} not in:\n{err}");
+    }
+    assert!(
+        out.stdout.is_empty(),
+        "{args:?} printed on stdout: {}",
+        text(&out.stdout)
+    );
+}
+
+// --- bad input ------------------------------------------------------------------------------
+
+#[test]
+fn a_missing_command_is_a_usage_error() {
+    bad_input(&["run"], &["command"]);
+    bad_input(&["run", "--memory", "1G"], &["command"]);
+}
+
+#[test]
+fn an_unknown_profile_lists_the_profiles() {
+    bad_input(
+        &["run", "--profile", "paranoid", "--", "true"],
+        &["paranoid", "default", "offline", "read-anywhere", "pod"],
+    );
+}
+
+#[test]
+fn a_missing_workspace_is_named() {
+    bad_input(
+        &["run", "-w", "/no/such/workspace", "--", "true"],
+        &["/no/such/workspace", "does not exist"],
+    );
+    bad_input(
+        &["run", "--ro", "/no/such/dir", "--", "true"],
+        &["/no/such/dir"],
+    );
+}
+
+#[test]
+fn a_malformed_policy_file_is_reported_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let unknown = dir.path().join("unknown.toml");
+    fs::write(
+        &unknown,
+        "profile = \"default\"\n\n[resources]\nmemroy = \"1G\"\n",
+    )
+    .unwrap();
+    bad_input(
+        &["run", "--policy", unknown.to_str().unwrap(), "--", "true"],
+        &["memroy", "line 4", "memory"],
+    );
+    let broken = dir.path().join("broken.toml");
+    fs::write(&broken, "[network\nmode = \"none\"\n").unwrap();
+    bad_input(
+        &["run", "--policy", broken.to_str().unwrap(), "--", "true"],
+        &["broken.toml", "line 1"],
+    );
+    let bad_value = dir.path().join("bad-value.toml");
+    fs::write(&bad_value, "[network]\nmode = \"sometimes\"\n").unwrap();
+    bad_input(
+        &["run", "--policy", bad_value.to_str().unwrap(), "--", "true"],
+        &["sometimes", "none", "proxy", "host"],
+    );
+    bad_input(
+        &["run", "--policy", "/no/such/policy.toml", "--", "true"],
+        &["/no/such/policy.toml"],
+    );
+}
+
+#[test]
+fn impossible_limits_are_refused() {
+    bad_input(&["run", "--memory", "1K", "--", "true"], &["memory"]);
+    bad_input(&["run", "--memory", "lots", "--", "true"], &["lots"]);
+    bad_input(&["run", "--pids", "0", "--", "true"], &["pids"]);
+    bad_input(&["run", "--cpus", "0", "--", "true"], &["cpus"]);
+    bad_input(&["run", "--cpus=-1", "--", "true"], &["cpus"]);
+    bad_input(&["run", "--timeout", "soon", "--", "true"], &["soon"]);
+    bad_input(&["run", "--open-files", "1", "--", "true"], &["open"]);
+}
+
+#[test]
+fn unknown_layers_and_modes_list_the_accepted_names() {
+    bad_input(
+        &["run", "--allow-degraded", "everything", "--", "true"],
+        &["everything", "seccomp", "landlock"],
+    );
+    bad_input(
+        &["run", "--network", "wifi", "--", "true"],
+        &["wifi", "none", "host"],
+    );
+    bad_input(
+        &["run", "--isolation", "vm", "--", "true"],
+        &["vm", "full", "pod"],
+    );
+    bad_input(&["run", "-e", "NOEQUALS", "--", "true"], &["NOEQUALS"]);
+}
+
+// --- behaviour ------------------------------------------------------------------------------
+
+#[test]
+fn exit_codes_pass_through() {
+    let ws = tempfile::tempdir().unwrap();
+    let mut cmd = warden();
+    cmd.current_dir(ws.path())
+        .args(["run", "--", "sh", "-c", "echo out; echo err >&2; exit 7"]);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(text(&out.stdout), "out\n");
+    assert!(text(&out.stderr).contains("err"));
+
+    let mut cmd = warden();
+    cmd.current_dir(ws.path())
+        .args(["run", "--", "no-such-program"]);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_signal_that_kills_the_command_kills_warden_the_same_way() {
+    let ws = tempfile::tempdir().unwrap();
+    let mut cmd = warden();
+    cmd.current_dir(ws.path())
+        .args(["run", "--", "sh", "-c", "kill -TERM $$"]);
+    let out = run(cmd);
+    assert_eq!(
+        out.status.signal(),
+        Some(libc_sigterm()),
+        "{:?} {}",
+        out.status,
+        text(&out.stderr)
+    );
+}
+
+fn libc_sigterm() -> i32 {
+    nix::sys::signal::Signal::SIGTERM as i32
+}
+
+#[test]
+fn stdin_passes_through() {
+    let ws = tempfile::tempdir().unwrap();
+    let mut child = warden()
+        .current_dir(ws.path())
+        .args(["run", "--", "tr", "a-z", "A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello sandbox\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(text(&out.stdout), "HELLO SANDBOX\n");
+}
+
+#[test]
+fn a_timeout_exits_124_and_says_so() {
+    let ws = tempfile::tempdir().unwrap();
+    let mut cmd = warden();
+    cmd.current_dir(ws.path()).args([
+        "run",
+        "--timeout",
+        "1s",
+        "--",
+        "sh",
+        "-c",
+        "sleep 30 & sleep 30",
+    ]);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(124));
+    assert!(
+        text(&out.stderr).contains("timed out"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn an_interactive_terminal_works() {
+    // `script` gives warden a terminal, as a user's shell would.
+    let ws = tempfile::tempdir().unwrap();
+    let inner = format!(
+        "{} run --tty -- sh -c 'tty; test -t 0 && test -t 1 && echo is-a-terminal; stty size'",
+        env!("CARGO_BIN_EXE_warden")
+    );
+    let out = Command::new("script")
+        .current_dir(ws.path())
+        .args(["-qec", &inner, "/dev/null"])
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
+        .output()
+        .expect("`script` (util-linux / bsdutils) is needed for this test");
+    let s = text(&out.stdout);
+    assert!(s.contains("/dev/pts/"), "{s}");
+    assert!(s.contains("is-a-terminal"), "{s}");
+    assert!(out.status.success(), "{s} {}", text(&out.stderr));
+}
+
+#[test]
+fn the_sandbox_dies_with_warden() {
+    let ws = tempfile::tempdir().unwrap();
+    let token = format!("{}.{}", 900 + std::process::id() % 50, std::process::id());
+    let mut child = warden()
+        .current_dir(ws.path())
+        .args(["run", "--", "sleep", &token])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Wait until the sandboxed sleep runs.
+    let start = Instant::now();
+    while sleepers(&token).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the sandbox never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let start = Instant::now();
+    while !sleepers(&token).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the sandbox outlived warden: {:?}",
+            sleepers(&token)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Killed with SIGKILL, warden could not clean up its cgroup itself; the kernel removed
+    // the processes, and the next run must still work.
+    let _ = leftovers(pid).iter().map(fs::remove_dir).count();
+}
+
+fn sleepers(token: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(c) = fs::read(e.path().join("cmdline"))
+            && text(&c).contains(token)
+            && text(&c).starts_with("sleep")
+        {
+            found.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    found
+}
+
+#[test]
+fn the_report_describes_every_layer() {
+    let ws = tempfile::tempdir().unwrap();
+    let report = ws.path().join("report.json");
+    let mut cmd = warden();
+    cmd.current_dir(ws.path())
+        .args(["run", "--report", report.to_str().unwrap(), "--", "true"]);
+    let out = run(cmd);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(v["termination"]["kind"], "exited");
+    assert_eq!(v["termination"]["code"], 0);
+    let layers = v["layers"].as_array().unwrap();
+    assert!(layers.len() >= 16, "{layers:?}");
+    assert!(layers.iter().any(|l| l["layer"] == "seccomp"), "{layers:?}");
+}
+
+#[test]
+fn verbose_prints_the_layer_table() {
+    let ws = tempfile::tempdir().unwrap();
+    let mut cmd = warden();
+    cmd.current_dir(ws.path()).args(["run", "-v", "--", "true"]);
+    let out = run(cmd);
+    let err = text(&out.stderr);
+    for layer in ["user-namespace", "landlock-fs", "seccomp", "cgroup-memory"] {
+        assert!(err.contains(layer), "{layer} missing from:\n{err}");
+    }
+}
+
+#[test]
+fn host_network_is_a_loud_opt_out() {
+    let ws = tempfile::tempdir().unwrap();
+    let mut cmd = warden();
+    cmd.current_dir(ws.path())
+        .args(["run", "--network", "host", "--", "true"]);
+    let out = run(cmd);
+    assert!(out.status.success());
+    assert!(
+        text(&out.stderr).to_lowercase().contains("warning"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn doctor_reports_every_layer_as_json() {
+    let out = warden().args(["doctor", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)));
+    let layers = v["layers"].as_array().unwrap();
+    assert!(layers.len() >= 16);
+    for l in layers {
+        assert!(l["status"].is_string() || l["status"].is_object(), "{l}");
+    }
+    let human = warden().arg("doctor").output().unwrap();
+    assert!(
+        text(&human.stdout).contains("landlock"),
+        "{}",
+        text(&human.stdout)
+    );
+}
+
+#[test]
+fn help_teaches_profiles_exit_codes_and_examples() {
+    let out = warden().args(["run", "--help"]).output().unwrap();
+    let s = text(&out.stdout);
+    for needle in ["--allow-degraded", "read-anywhere", "124", "Examples"] {
+        assert!(s.contains(needle), "{needle} missing from --help");
+    }
+}
+
+// --- a non-root invoker ---------------------------------------------------------------------
+
+#[test]
+fn a_setuid_binary_does_not_escalate_for_a_non_root_user() {
+    if !nix::unistd::geteuid().is_root() {
+        // Without root, this test cannot make a setuid-root binary; the escape tests cover
+        // the non-root invoker as they run.
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("warden-suid-")
+        .tempdir()
+        .unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("bin");
+    let ws = dir.path().join("ws");
+    fs::create_dir(&bin).unwrap();
+    fs::create_dir(&ws).unwrap();
+    nix::unistd::chown(
+        &ws,
+        Some(nix::unistd::Uid::from_raw(65534)),
+        Some(nix::unistd::Gid::from_raw(65534)),
+    )
+    .unwrap();
+    let suid = bin.join("suid-id");
+    fs::copy("/usr/bin/id", &suid).unwrap();
+    fs::set_permissions(&suid, fs::Permissions::from_mode(0o4755)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args([
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                "--",
+            ])
+            .args(args)
+            .current_dir(&ws)
+            .output()
+            .expect("setpriv (util-linux) is needed for this test")
+    };
+    // Control: outside the sandbox the setuid bit works, so the test can see an escalation.
+    let control = as_nobody(&[suid.to_str().unwrap(), "-u"]);
+    assert_eq!(text(&control.stdout).trim(), "0");
+    let out = as_nobody(&[
+        env!("CARGO_BIN_EXE_warden"),
+        "run",
+        "--memory",
+        "unlimited",
+        "--pids",
+        "unlimited",
+        "--ro",
+        bin.to_str().unwrap(),
+        "--",
+        suid.to_str().unwrap(),
+        "-u",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "65534", "{}", text(&out.stderr));
+}
