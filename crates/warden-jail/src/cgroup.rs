@@ -245,6 +245,14 @@ pub struct SandboxCgroup {
     memory_dir: Option<Dir>,
 }
 
+impl SandboxCgroup {
+    /// Leaves the directories in place: another process removes them.
+    pub fn forget(mut self) {
+        self.dirs.clear();
+        self.memory_dir = None;
+    }
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A name unique among this host's sandboxes: `warden-<pid>-<n>`.

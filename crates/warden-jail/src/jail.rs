@@ -865,8 +865,30 @@ impl Jail {
         &self.warnings
     }
 
-    /// Runs the command to the end.
-    pub fn run(mut self) -> Result<Outcome, JailError> {
+    /// Runs the command to the end, cleanup included: when this returns, nothing of the
+    /// sandbox exists any more.
+    pub fn run(self) -> Result<Outcome, JailError> {
+        let (result, cleanup) = self.run_until_exit();
+        cleanup.wait();
+        result
+    }
+
+    /// Runs the command and returns as soon as it has ended and every other process of the
+    /// sandbox has been killed and reaped. What remains is the sandbox's init finishing its
+    /// own exit (the kernel tearing its namespaces down, which waits for an RCU grace
+    /// period) and removing the cgroups and scratch directory: the returned [`Cleanup`]
+    /// does that, now ([`Cleanup::wait`], or on drop) or in the background
+    /// ([`Cleanup::detach`]). bubblewrap likewise reports its command's exit without
+    /// waiting for its pid 1 to be torn down.
+    pub fn run_until_exit(mut self) -> (Result<Outcome, JailError>, Cleanup) {
+        let mut cleanup = Cleanup::default();
+        let result = self.run_inner(&mut cleanup);
+        cleanup.cgroup = self.cgroup.take();
+        cleanup.scratch = self.scratch.take();
+        (result, cleanup)
+    }
+
+    fn run_inner(&mut self, cleanup: &mut Cleanup) -> Result<Outcome, JailError> {
         let start = Instant::now();
         let signals = if self.forward_signals {
             Some(SignalForwarder::new()?)
@@ -985,27 +1007,25 @@ impl Jail {
             s.take();
         }
         let mut sup = Supervisor {
-            jail: &mut self,
+            jail: self,
             pidfd,
             ctrl: parent_end,
             start,
             signals,
             tty,
+            init_exiting: false,
         };
         let result = sup.supervise();
         tracing::debug!(
             elapsed_us = start.elapsed().as_micros() as u64,
             "command ended"
         );
-        drop(sup);
-        drop(self.cgroup.take());
-        tracing::debug!(
-            elapsed_us = start.elapsed().as_micros() as u64,
-            "cleaned up"
-        );
-        if let Some(s) = &self.scratch {
-            let _ = fs::remove_dir_all(s);
+        if sup.init_exiting {
+            // init reported the command's end after killing and reaping everything else,
+            // and is exiting now: the cleanup waits for it.
+            cleanup.init = sup.pidfd.try_clone().ok();
         }
+        drop(sup);
         let mut outcome = result?;
         outcome.duration_ms = start.elapsed().as_secs_f64() * 1000.0;
         Ok(outcome)
@@ -1037,6 +1057,89 @@ impl JailConfig {
             stdio: [None, None, None],
             forward_signals: self.forward_signals,
         }
+    }
+}
+
+/// What remains of a sandbox after its command ended: init finishing its exit, the cgroups
+/// and the scratch directory. Waits and removes them on [`Cleanup::wait`] or on drop.
+#[derive(Debug, Default)]
+pub struct Cleanup {
+    init: Option<OwnedFd>,
+    cgroup: Option<SandboxCgroup>,
+    scratch: Option<PathBuf>,
+}
+
+impl Cleanup {
+    /// Waits for init to be gone, then removes the cgroups and the scratch directory.
+    pub fn wait(mut self) {
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        if let Some(pidfd) = self.init.take() {
+            let mut attempts = 0;
+            loop {
+                let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+                match poll(&mut fds, PollTimeout::from(2000u16)) {
+                    Ok(n) if n > 0 => break,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    _ => {}
+                }
+                // init should be gone in microseconds; make sure of it.
+                let _ = sys::pidfd_send_signal(pidfd.as_raw_fd(), libc::SIGKILL);
+                attempts += 1;
+                if attempts > 5 {
+                    break;
+                }
+            }
+            // Reap it when it is our child (ECHILD otherwise: someone else reaps it).
+            let _ = sys::pidfd_try_wait(pidfd.as_raw_fd());
+        }
+        drop(self.cgroup.take());
+        if let Some(s) = self.scratch.take() {
+            let _ = fs::remove_dir_all(s);
+        }
+    }
+
+    /// Finishes the cleanup in a background process, so that the caller can exit at once
+    /// (what `warden run` does). The process has no stdio, so a caller reading warden's
+    /// output sees its end when warden exits. For single-threaded callers.
+    pub fn detach(mut self) {
+        if self.init.is_none() && self.cgroup.is_none() && self.scratch.is_none() {
+            return;
+        }
+        // SAFETY: the caller is single-threaded (documented), so the child may run any code.
+        match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => {
+                if let Ok(null) = fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/null")
+                {
+                    for fd in 0..3 {
+                        let _ = sys::dup2(null.as_raw_fd(), fd);
+                    }
+                }
+                let _ = nix::unistd::setsid();
+                self.finish();
+                sys::exit_now(0);
+            }
+            Ok(nix::unistd::ForkResult::Parent { .. }) => {
+                // The child owns the cleanup now.
+                if let Some(cg) = self.cgroup.take() {
+                    cg.forget();
+                }
+                self.init = None;
+                self.scratch = None;
+            }
+            Err(_) => self.finish(),
+        }
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
@@ -1140,6 +1243,8 @@ struct Supervisor<'a> {
     start: Instant,
     signals: Option<SignalForwarder>,
     tty: Option<TerminalGuard>,
+    /// init reported the command's end (the rest of the tree is gone) and is exiting.
+    init_exiting: bool,
 }
 
 #[derive(Default)]
@@ -1295,6 +1400,14 @@ impl Supervisor<'_> {
 
             if ctrl_ready {
                 self.read_ctrl(&mut r, &mut master);
+                if r.command_status.is_some() {
+                    if let Some(m) = &master {
+                        drain_master(m);
+                    }
+                    self.init_exiting = true;
+                    init_status = None;
+                    break;
+                }
             }
             if sig_ready {
                 self.forward_signals(master.as_ref());
@@ -1396,6 +1509,9 @@ impl Supervisor<'_> {
 
 impl Drop for Supervisor<'_> {
     fn drop(&mut self) {
+        if self.init_exiting {
+            return;
+        }
         // Whatever happened, nothing of the sandbox outlives its supervisor.
         if sys::pidfd_try_wait(self.pidfd.as_raw_fd())
             .ok()

@@ -19,5 +19,5 @@ pub mod mounts;
 pub mod seccomp;
 pub mod sys;
 
-pub use jail::{Jail, JailConfig, JailError, Outcome, SYSTEM_DIRS, Termination};
+pub use jail::{Cleanup, Jail, JailConfig, JailError, Outcome, SYSTEM_DIRS, Termination};
 pub use layer::{Degraded, Layer, LayerReport, LayerStatus, UnknownLayer, render_table};

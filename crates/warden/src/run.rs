@@ -179,7 +179,11 @@ pub fn main(args: RunArgs) -> ExitCode {
             render_table(jail.layers())
         );
     }
-    match jail.run() {
+    // The exit status goes back as soon as the command's tree is gone; removing the
+    // sandbox's remains finishes in the background (see Jail::run_until_exit).
+    let (result, cleanup) = jail.run_until_exit();
+    cleanup.detach();
+    match result {
         Ok(outcome) => finish(&args, outcome),
         Err(e) => fail(&e),
     }

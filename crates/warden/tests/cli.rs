@@ -53,8 +53,21 @@ fn run(mut cmd: Command) -> Output {
         .unwrap();
     let pid = child.id();
     let out = child.wait_with_output().unwrap();
-    let left = leftovers(pid);
-    assert!(left.is_empty(), "left behind: {left:?}");
+    // warden exits as soon as the command's tree is gone; a background process of its own
+    // then waits for the sandbox's init to finish exiting and removes the cgroups and scratch
+    // directory, which takes milliseconds.
+    let start = Instant::now();
+    loop {
+        let left = leftovers(pid);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "left behind: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     out
 }
 
