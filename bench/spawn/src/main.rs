@@ -2,7 +2,7 @@
 //! side in one run. Each iteration runs every contender once, in rotating order, so that
 //! drift on the machine (other load, CPU frequency) spreads evenly over all of them.
 //!
-//! Usage: warden-bench-spawn [--iterations N] [--runsc-iterations N] [--warden PATH] [--markdown]
+//! Usage: warden-bench-spawn [--iterations N] [--runsc-every N] [--warden PATH] [--also LABEL=PATH]... [--markdown]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -44,6 +44,7 @@ fn main() {
     let mut runsc_every = 10usize;
     let mut warden = PathBuf::from("target/release/warden");
     let mut markdown = false;
+    let mut also: Vec<(String, PathBuf)> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -60,10 +61,15 @@ fn main() {
                     .expect("--runsc-every N")
             }
             "--warden" => warden = PathBuf::from(args.next().expect("--warden PATH")),
+            "--also" => {
+                let spec = args.next().expect("--also LABEL=PATH");
+                let (label, path) = spec.split_once('=').expect("--also LABEL=PATH");
+                also.push((label.to_string(), PathBuf::from(path)));
+            }
             "--markdown" => markdown = true,
             "-h" | "--help" => {
                 println!(
-                    "usage: warden-bench-spawn [--iterations N] [--runsc-every N] [--warden PATH] [--markdown]"
+                    "usage: warden-bench-spawn [--iterations N] [--runsc-every N] [--warden PATH] [--also LABEL=PATH]... [--markdown]\n  --also adds another warden binary (e.g. a dynamically linked build) in full isolation"
                 );
                 return;
             }
@@ -118,6 +124,17 @@ fn main() {
         ];
         wr.extend(cmd.iter().cloned());
         add(&format!("{label}: warden run (full)"), wr, 1);
+        for (name, path) in &also {
+            let mut wa = vec![
+                path.display().to_string(),
+                "run".into(),
+                "--workspace".into(),
+                w.clone(),
+                "--".into(),
+            ];
+            wa.extend(cmd.iter().cloned());
+            add(&format!("{label}: warden run (full, {name})"), wa, 1);
+        }
         let mut wp = vec![
             wd.clone(),
             "run".into(),

@@ -246,10 +246,14 @@ pub struct SandboxCgroup {
 }
 
 impl SandboxCgroup {
-    /// Leaves the directories in place: another process removes them.
-    pub fn forget(mut self) {
-        self.dirs.clear();
+    /// Hands the directories over to whoever removes them instead (children after parents
+    /// would be wrong; these are siblings in separate hierarchies, so any order works).
+    pub fn into_paths(mut self) -> Vec<PathBuf> {
         self.memory_dir = None;
+        std::mem::take(&mut self.dirs)
+            .into_iter()
+            .map(|d| d.path)
+            .collect()
     }
 }
 

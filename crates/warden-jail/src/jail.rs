@@ -10,8 +10,8 @@
 use std::ffi::{CString, OsStr, OsString};
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -1101,40 +1101,74 @@ impl Cleanup {
         }
     }
 
-    /// Finishes the cleanup in a background process, so that the caller can exit at once
-    /// (what `warden run` does). The process has no stdio, so a caller reading warden's
-    /// output sees its end when warden exits. For single-threaded callers.
+    /// Finishes the cleanup after this process has exited, so that the caller can exit at
+    /// once (what `warden run` does): a task sharing this process's memory waits for init
+    /// and removes the cgroups. Call it only right before exiting: init's zombie is left to
+    /// the host's reaper, which adopts it when this process exits.
     pub fn detach(mut self) {
-        if self.init.is_none() && self.cgroup.is_none() && self.scratch.is_none() {
-            return;
+        // The scratch directory (pod isolation) is removed now: nothing uses it any more.
+        if let Some(s) = self.scratch.take() {
+            let _ = fs::remove_dir_all(s);
         }
-        // SAFETY: the caller is single-threaded (documented), so the child may run any code.
-        match unsafe { nix::unistd::fork() } {
-            Ok(nix::unistd::ForkResult::Child) => {
-                if let Ok(null) = fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open("/dev/null")
-                {
-                    for fd in 0..3 {
-                        let _ = sys::dup2(null.as_raw_fd(), fd);
-                    }
-                }
-                let _ = nix::unistd::setsid();
-                self.finish();
-                sys::exit_now(0);
-            }
-            Ok(nix::unistd::ForkResult::Parent { .. }) => {
-                // The child owns the cleanup now.
-                if let Some(cg) = self.cgroup.take() {
-                    cg.forget();
-                }
-                self.init = None;
-                self.scratch = None;
-            }
-            Err(_) => self.finish(),
+        let Some(cgroup) = self.cgroup.take() else {
+            // Nothing outlives init but its zombie, which the host's reaper takes.
+            self.init = None;
+            return;
+        };
+        let dirs: Vec<CString> = cgroup
+            .into_paths()
+            .into_iter()
+            .filter_map(|p| CString::new(p.into_os_string().into_vec()).ok())
+            .collect();
+        let pidfd = self.init.take().map(IntoRawFd::into_raw_fd).unwrap_or(-1);
+        let task: &'static mut DetachedCleanup =
+            Box::leak(Box::new(DetachedCleanup { pidfd, dirs }));
+        let stack: &'static mut [u8] = Box::leak(vec![0u8; 64 * 1024].into_boxed_slice());
+        let arg = (task as *mut DetachedCleanup).cast();
+        // SAFETY: detached_cleanup only makes system calls; its argument and stack are
+        // leaked, so they stay valid for as long as the task runs.
+        if unsafe { sys::spawn_shared_memory_task(detached_cleanup, arg, stack) }.is_err() {
+            // Could not start the task: do the work here (we are the only user of `arg`).
+            detached_cleanup(arg);
         }
     }
+}
+
+/// What the detached cleanup task needs, prepared before it starts.
+struct DetachedCleanup {
+    pidfd: RawFd,
+    dirs: Vec<CString>,
+}
+
+extern "C" fn detached_cleanup(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the leaked DetachedCleanup that detach() passed, never freed.
+    let task = unsafe { &*(arg as *const DetachedCleanup) };
+    // Our own copy of the descriptor table: drop everything but the pidfd, so that whoever
+    // reads warden's stdout or stderr sees them end when warden exits, not when we do.
+    let _ = sys::close_all_except(&mut [task.pidfd]);
+    if task.pidfd >= 0 {
+        for _ in 0..5 {
+            let mut pfd = libc::pollfd {
+                fd: task.pidfd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            if unsafe { libc::poll(&mut pfd, 1, 2000) } > 0 {
+                break;
+            }
+            let _ = sys::pidfd_send_signal(task.pidfd, libc::SIGKILL);
+        }
+    }
+    for dir in &task.dirs {
+        for _ in 0..5000 {
+            match sys::rmdir(dir) {
+                Err(libc::EBUSY) => sys::sleep_ms(1),
+                _ => break,
+            }
+        }
+    }
+    0
 }
 
 impl Drop for Cleanup {

@@ -731,3 +731,39 @@ pub fn landlock_add_path_rule(ruleset: RawFd, parent: RawFd, access: u64) -> Sys
     })?;
     Ok(())
 }
+
+/// Starts `f(arg)` in a new process that shares this process's memory (`CLONE_VM`), on
+/// `stack`, without signalling its end to us. The task survives this process's exit, which
+/// is what it is for: finishing work after warden has exited, without the cost of a fork.
+///
+/// # Safety
+/// `f` may use only async-signal-safe calls (the parent keeps running and may hold any
+/// lock), `arg` and `stack` must stay valid until the task exits (leak them), and `stack`
+/// must be large enough for `f`.
+pub unsafe fn spawn_shared_memory_task(
+    f: extern "C" fn(*mut c_void) -> c_int,
+    arg: *mut c_void,
+    stack: &'static mut [u8],
+) -> SysResult<pid_t> {
+    // The stack grows down on every architecture warden supports: pass its top, aligned.
+    let top = (stack.as_mut_ptr() as usize + stack.len()) & !0xf;
+    // SAFETY: the caller guarantees f, arg and the stack (see above).
+    check_int(unsafe { libc::clone(f, top as *mut c_void, libc::CLONE_VM, arg) })
+}
+
+/// Sleeps for `ms` milliseconds (async-signal-safe).
+pub fn sleep_ms(ms: u64) {
+    let ts = libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as c_long,
+    };
+    // SAFETY: a valid timespec; the remainder is not wanted.
+    unsafe { libc::nanosleep(&ts, ptr::null_mut()) };
+}
+
+/// Removes a directory (async-signal-safe).
+pub fn rmdir(path: &CStr) -> SysResult<()> {
+    // SAFETY: valid C string.
+    check_int(unsafe { libc::rmdir(path.as_ptr()) })?;
+    Ok(())
+}

@@ -182,7 +182,9 @@ pub fn main(args: RunArgs) -> ExitCode {
     // The exit status goes back as soon as the command's tree is gone; removing the
     // sandbox's remains finishes in the background (see Jail::run_until_exit).
     let (result, cleanup) = jail.run_until_exit();
+    tracing::debug!("run returned");
     cleanup.detach();
+    tracing::debug!("cleanup detached");
     match result {
         Ok(outcome) => finish(&args, outcome),
         Err(e) => fail(&e),

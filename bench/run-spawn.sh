@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Sandbox start-up: `warden run` against bubblewrap and gVisor's runsc, side by side in one
+# run (see bench/spawn). Installs the peers from Debian when missing, builds warden as its
+# release artefact is built (statically linked: no dynamic loader, no libgcc_s start-up),
+# and a dynamically linked build too for comparison.
+#
+#   bench/run-spawn.sh [ITERATIONS]      (default 500; runsc runs every 10th iteration)
+#
+# Needs root (or unprivileged user namespaces) and a quiet machine. Paste the Markdown table
+# it prints into bench/RESULTS.md with the date and the machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+iterations=${1:-500}
+
+missing=()
+command -v bwrap >/dev/null || missing+=(bubblewrap)
+command -v runsc >/dev/null || missing+=(runsc)
+if ((${#missing[@]})); then
+    sudo=""
+    [[ $(id -u) -ne 0 ]] && sudo="sudo"
+    $sudo apt-get install -y -qq "${missing[@]}"
+fi
+
+target=$(rustc -vV | sed -n 's/^host: //p')
+target_dir=${CARGO_TARGET_DIR:-target}
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -q -p warden --target "$target"
+cargo build --release -q -p warden -p warden-bench-spawn
+
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r), $(date -u +%Y-%m-%d)"
+echo "peers: $(bwrap --version 2>/dev/null || echo 'bwrap missing'); runsc $(runsc --version 2>/dev/null | head -1 || echo missing)"
+"$target_dir/release/warden-bench-spawn" \
+    --iterations "$iterations" --runsc-every 10 \
+    --warden "$target_dir/$target/release/warden" \
+    --also "dynamic build=$target_dir/release/warden" \
+    --markdown
