@@ -160,6 +160,9 @@ pub struct ChildPlan {
     pub cgroup_tasks: Vec<RawFd>,
     /// The terminal size to give the pseudo-terminal (rows, cols).
     pub winsize: Option<(u16, u16)>,
+    /// Top of a stack reserved for starting the command with `CLONE_VM | CLONE_VFORK` (0:
+    /// fork instead). The memory is owned by the [`crate::Jail`] and outlives the child.
+    pub command_stack_top: usize,
 }
 
 /// Null-terminated pointer arrays into a [`ChildPlan`]'s strings, built by the parent.
@@ -330,15 +333,53 @@ pub fn init_main(plan: &ChildPlan, exec: &ExecArrays, slots: &mut [RawFd], ctrl:
     let unblocked = sys::sigset(&[]);
 
     send(ctrl, kind::READY, 0, 0);
-    let command = sys::fork().or_fail(ctrl, stage::FORK);
-    if command == 0 {
-        let _ = previous;
-        exec_command(plan, exec, slave, &unblocked, ctrl);
-    }
+    let _ = previous;
+    let command = if plan.command_stack_top != 0 {
+        let start = CommandStart {
+            plan,
+            exec,
+            slave,
+            mask: &unblocked,
+            ctrl,
+        };
+        // SAFETY: command_main runs exec_command, which makes only async-signal-safe calls
+        // and ends in execve or _exit; `start` lives on our stack, and we are suspended until
+        // then; the stack was reserved for this by the supervisor.
+        unsafe {
+            sys::spawn_vfork(
+                command_main,
+                (&start as *const CommandStart).cast_mut().cast(),
+                plan.command_stack_top,
+            )
+        }
+        .or_fail(ctrl, stage::FORK)
+    } else {
+        let pid = sys::fork().or_fail(ctrl, stage::FORK);
+        if pid == 0 {
+            exec_command(plan, exec, slave, &unblocked, ctrl);
+        }
+        pid
+    };
     if let Some(fd) = slave {
         sys::close(fd);
     }
     reap_loop(plan, command, &set, ctrl)
+}
+
+/// What [`command_main`] needs, on init's stack.
+struct CommandStart<'a> {
+    plan: &'a ChildPlan,
+    exec: &'a ExecArrays,
+    slave: Option<RawFd>,
+    mask: &'a libc::sigset_t,
+    ctrl: RawFd,
+}
+
+extern "C" fn command_main(arg: *mut libc::c_void) -> c_int {
+    // SAFETY: `arg` is the CommandStart that init_main passed; init is suspended until we
+    // exec or exit, so it stays valid.
+    let s = unsafe { &*(arg as *const CommandStart<'_>) };
+    exec_command(s.plan, s.exec, s.slave, s.mask, s.ctrl)
 }
 
 fn install_stdio(plan: &ChildPlan, ctrl: RawFd) {
@@ -658,7 +699,18 @@ fn reap_loop(plan: &ChildPlan, command: libc::pid_t, set: &libc::sigset_t, ctrl:
 /// Kills and reaps every remaining process of the sandbox.
 fn kill_tree(plan: &ChildPlan) {
     if plan.full {
-        // PID 1 of the sandbox's pid namespace: -1 is exactly the sandbox's processes.
+        // PID 1 of the sandbox's pid namespace: every process of the sandbox is our
+        // descendant (orphans are re-parented to us), so when we have no child left, living
+        // or zombie, nothing else exists and the namespace-wide kill can be skipped.
+        loop {
+            match sys::wait_any(libc::WNOHANG) {
+                Ok((0, _)) => break,
+                Ok(_) => continue,
+                Err(libc::ECHILD) => return,
+                Err(_) => break,
+            }
+        }
+        // Otherwise -1 is exactly the sandbox's processes.
         let _ = sys::kill(-1, libc::SIGKILL);
     } else {
         // A subreaper: every orphan of the tree is our child. Kill children until none is

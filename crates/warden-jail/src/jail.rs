@@ -156,6 +156,8 @@ pub struct Jail {
     slots: Vec<RawFd>,
     mount_ops: Vec<String>,
     _landlock: Option<OwnedFd>,
+    /// The stack init starts the command on (see `ChildPlan::command_stack_top`).
+    _command_stack: Box<[u8]>,
     cgroup: Option<SandboxCgroup>,
     layers: Vec<LayerReport>,
     warnings: Vec<String>,
@@ -225,6 +227,17 @@ impl Jail {
             )]));
         }
 
+        let id = crate::cgroup::unique_name();
+        // Creating cgroups is the slowest part of preparing (mkdir on cgroupfs, limits); it
+        // runs on another thread while this one resolves paths and builds the rulesets.
+        let limits = CgroupLimits {
+            memory: policy.resources.memory.map(|m| m.bytes()),
+            pids: policy.resources.pids,
+            cpus: policy.resources.cpus,
+        };
+        let wants_limits = limits != CgroupLimits::default();
+        let pending_cgroup =
+            (wants_limits || full).then(|| PendingCgroup::start(id.clone(), limits));
         tracing::trace!(
             us = t_prep.elapsed().as_micros() as u64,
             "prepare: before start"
@@ -324,8 +337,6 @@ impl Jail {
                 || read_only.iter().any(|p| c.starts_with(p))
         });
         let sandbox_cwd = cwd_in_view.unwrap_or_else(|| workspace.clone());
-
-        let id = crate::cgroup::unique_name();
 
         // --- home, tmp and the environment --------------------------------------------------
         let home_exists = home_canonical.is_dir() && home_canonical != Path::new("/");
@@ -648,16 +659,9 @@ impl Jail {
             "prepare: before seccomp"
         );
         // --- cgroups ----------------------------------------------------------------------------
-        let limits = CgroupLimits {
-            memory: r.memory.map(|m| m.bytes()),
-            pids: r.pids,
-            cpus: r.cpus,
-        };
-        let wants_limits = limits != CgroupLimits::default();
-        let cgroup = if wants_limits || full {
-            match CgroupHost::discover() {
-                Ok(host) => {
-                    let (cg, reports) = SandboxCgroup::create(&host, &id, &limits);
+        let cgroup = if let Some(pending) = pending_cgroup {
+            match pending.join() {
+                Ok((cg, reports)) => {
                     for r in reports {
                         require(r, &mut layers);
                     }
@@ -829,10 +833,15 @@ impl Jail {
             gid_map: CString::new(format!("{0} {0} 1\n", user.gid)).expect("digits"),
             cgroup_tasks: Vec::new(),
             winsize: None,
+            command_stack_top: 0,
         };
         let exec = ExecArrays::new(&plan);
         let retry = full.then(|| Box::new(config.clone_without_stdio()));
+        let mut command_stack = vec![0u8; 64 * 1024].into_boxed_slice();
+        let mut plan = plan;
+        plan.command_stack_top = (command_stack.as_mut_ptr() as usize + command_stack.len()) & !0xf;
         Ok(Jail {
+            _command_stack: command_stack,
             id,
             exec,
             slots: vec![-1; slots],
@@ -1056,6 +1065,51 @@ impl JailConfig {
             tty: self.tty,
             stdio: [None, None, None],
             forward_signals: self.forward_signals,
+        }
+    }
+}
+
+/// Cgroups being created on a helper thread. Dropping it unused waits for the thread and
+/// removes whatever it created.
+type CgroupResult = io::Result<(SandboxCgroup, Vec<LayerReport>)>;
+enum PendingCgroup {
+    Thread(Option<std::thread::JoinHandle<CgroupResult>>),
+    /// No thread could be started: the work was done in place.
+    Done(Option<CgroupResult>),
+}
+
+impl PendingCgroup {
+    fn start(id: String, limits: CgroupLimits) -> PendingCgroup {
+        let work =
+            move || CgroupHost::discover().map(|host| SandboxCgroup::create(&host, &id, &limits));
+        match std::thread::Builder::new()
+            .name("warden-cgroup".into())
+            .spawn(work.clone())
+        {
+            Ok(h) => PendingCgroup::Thread(Some(h)),
+            Err(_) => PendingCgroup::Done(Some(work())),
+        }
+    }
+
+    fn join(mut self) -> CgroupResult {
+        match &mut self {
+            PendingCgroup::Thread(h) => h
+                .take()
+                .expect("joined once")
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the cgroup thread panicked"))),
+            PendingCgroup::Done(r) => r.take().expect("taken once"),
+        }
+    }
+}
+
+impl Drop for PendingCgroup {
+    fn drop(&mut self) {
+        if let PendingCgroup::Thread(h) = self
+            && let Some(h) = h.take()
+        {
+            // The cgroups (if made) are removed as the result drops.
+            let _ = h.join();
         }
     }
 }

@@ -767,3 +767,28 @@ pub fn rmdir(path: &CStr) -> SysResult<()> {
     check_int(unsafe { libc::rmdir(path.as_ptr()) })?;
     Ok(())
 }
+
+/// Starts `f(arg)` in a child that borrows this process's memory until it calls `execve` or
+/// `_exit` (`CLONE_VM | CLONE_VFORK`, as `posix_spawn` does): no page tables are copied, and
+/// this process waits meanwhile. Returns the child's pid.
+///
+/// # Safety
+/// `f` may use only async-signal-safe calls, must end in `execve` or `_exit`, and must not
+/// write memory this process relies on (its stack is `stack_top`'s, separate from ours);
+/// `arg` must stay valid until then (it does: we are suspended), and `stack_top` must be the
+/// 16-byte-aligned top of a writable area large enough for `f`.
+pub unsafe fn spawn_vfork(
+    f: extern "C" fn(*mut c_void) -> c_int,
+    arg: *mut c_void,
+    stack_top: usize,
+) -> SysResult<pid_t> {
+    // SAFETY: as the caller guarantees.
+    check_int(unsafe {
+        libc::clone(
+            f,
+            stack_top as *mut c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            arg,
+        )
+    })
+}
