@@ -487,6 +487,15 @@ fn apply_mount(op: &MountOp, slots: &mut [RawFd]) -> Result<(), (i32, bool)> {
             Ok(()) | Err(libc::EEXIST) => Ok(()),
             Err(e) => Err(hard(e)),
         },
+        MountOp::RemountReadOnly { path } => {
+            let flags = libc::MS_REMOUNT
+                | libc::MS_BIND
+                | libc::MS_RDONLY
+                | libc::MS_NOSUID
+                | libc::MS_NODEV
+                | libc::MS_NOEXEC;
+            sys::mount(c"none", path, None, flags, None).map_err(hard)
+        }
         MountOp::ReadOnly { path } => {
             match sys::mount(path, path, None, libc::MS_BIND | libc::MS_REC, None) {
                 Err(libc::ENOENT) => return Ok(()),

@@ -184,6 +184,27 @@ fn canonical_existing(field: &str, path: &Path) -> Result<PathBuf, JailError> {
     })
 }
 
+/// The canonical path and kind of an existing path, symlinks followed (a dangling one is
+/// not there). One open, one stat and one readlink, instead of a readlink per component.
+fn resolve_existing(path: &Path) -> Option<(PathBuf, Kind)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(path)
+        .ok()?;
+    let kind = if f.metadata().ok()?.is_dir() {
+        Kind::Dir
+    } else {
+        Kind::File
+    };
+    let canonical = fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd()))
+        .ok()
+        .filter(|c| c.is_absolute() && c.exists())
+        .or_else(|| fs::canonicalize(path).ok())?;
+    Some((canonical, kind))
+}
+
 fn kind_of(path: &Path) -> Option<Kind> {
     let meta = fs::metadata(path).ok()?;
     Some(if meta.is_dir() { Kind::Dir } else { Kind::File })
@@ -307,13 +328,8 @@ impl Jail {
         };
         let blocked = blocklist::expand_existing(&user.homes, &mut exists);
         for p in blocked.iter().chain(fsp.hidden.iter()) {
-            if fs::symlink_metadata(p).is_err() {
-                continue;
-            }
-            if let Ok(c) = fs::canonicalize(p)
-                && let Some(k) = kind_of(&c)
-            {
-                hidden.push((c, k));
+            if let Some(found) = resolve_existing(p) {
+                hidden.push(found);
             }
         }
         hidden.sort();

@@ -27,14 +27,7 @@ pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty
 /// Where the empty file used to mask files lives until the masks are in place.
 pub const MASK_SOURCE: &str = "/tmp/.warden-mask";
 
-/// /proc entries made read-only, and masked (after Docker's defaults).
-const PROC_READ_ONLY: &[&str] = &[
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-    "/proc/irq",
-    "/proc/bus",
-    "/proc/fs",
-];
+/// /proc entries masked (after Docker's defaults); all of /proc is read-only besides.
 const PROC_MASKED_FILES: &[&str] = &[
     "/proc/kcore",
     "/proc/keys",
@@ -100,6 +93,10 @@ pub enum MountOp {
         link: CString,
     },
     /// Bind `path` onto itself read-only; a missing path is skipped.
+    /// Make an existing mount point read-only.
+    RemountReadOnly {
+        path: CString,
+    },
     ReadOnly {
         path: CString,
     },
@@ -137,6 +134,7 @@ impl MountOp {
             MountOp::Touch { path, .. } => format!("create the file {}", s(path)),
             MountOp::Symlink { link, .. } => format!("create the symlink {}", s(link)),
             MountOp::ReadOnly { path } => format!("make {} read-only", s(path)),
+            MountOp::RemountReadOnly { path } => format!("remount {} read-only", s(path)),
             MountOp::MaskFile { target } | MountOp::MaskDir { target } => {
                 format!("mask {}", s(target))
             }
@@ -269,9 +267,9 @@ pub fn plan(inputs: &MountInputs) -> MountPlan {
         path: cs("/proc/sys/user/max_user_namespaces"),
         value: cs("0"),
     });
-    for p in PROC_READ_ONLY {
-        ops.push(MountOp::ReadOnly { path: cs(p) });
-    }
+    // All of /proc read-only in one remount (sysctls, sysrq-trigger, /proc/self/* alike),
+    // rather than Docker's handful of entries; Landlock also grants /proc read access only.
+    ops.push(MountOp::RemountReadOnly { path: cs("/proc") });
     for p in PROC_MASKED_FILES {
         ops.push(MountOp::MaskFile { target: cs(p) });
     }
