@@ -249,16 +249,12 @@ impl Jail {
         }
 
         let id = crate::cgroup::unique_name();
-        // Creating cgroups is the slowest part of preparing (mkdir on cgroupfs, limits); it
-        // runs on another thread while this one resolves paths and builds the rulesets.
         let limits = CgroupLimits {
             memory: policy.resources.memory.map(|m| m.bytes()),
             pids: policy.resources.pids,
             cpus: policy.resources.cpus,
         };
         let wants_limits = limits != CgroupLimits::default();
-        let pending_cgroup =
-            (wants_limits || full).then(|| PendingCgroup::start(id.clone(), limits));
         tracing::trace!(
             us = t_prep.elapsed().as_micros() as u64,
             "prepare: before start"
@@ -675,8 +671,8 @@ impl Jail {
             "prepare: before seccomp"
         );
         // --- cgroups ----------------------------------------------------------------------------
-        let cgroup = if let Some(pending) = pending_cgroup {
-            match pending.join() {
+        let cgroup = if wants_limits || full {
+            match CgroupHost::discover().map(|host| SandboxCgroup::create(&host, &id, &limits)) {
                 Ok((cg, reports)) => {
                     for r in reports {
                         require(r, &mut layers);
@@ -1081,51 +1077,6 @@ impl JailConfig {
             tty: self.tty,
             stdio: [None, None, None],
             forward_signals: self.forward_signals,
-        }
-    }
-}
-
-/// Cgroups being created on a helper thread. Dropping it unused waits for the thread and
-/// removes whatever it created.
-type CgroupResult = io::Result<(SandboxCgroup, Vec<LayerReport>)>;
-enum PendingCgroup {
-    Thread(Option<std::thread::JoinHandle<CgroupResult>>),
-    /// No thread could be started: the work was done in place.
-    Done(Option<CgroupResult>),
-}
-
-impl PendingCgroup {
-    fn start(id: String, limits: CgroupLimits) -> PendingCgroup {
-        let work =
-            move || CgroupHost::discover().map(|host| SandboxCgroup::create(&host, &id, &limits));
-        match std::thread::Builder::new()
-            .name("warden-cgroup".into())
-            .spawn(work.clone())
-        {
-            Ok(h) => PendingCgroup::Thread(Some(h)),
-            Err(_) => PendingCgroup::Done(Some(work())),
-        }
-    }
-
-    fn join(mut self) -> CgroupResult {
-        match &mut self {
-            PendingCgroup::Thread(h) => h
-                .take()
-                .expect("joined once")
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("the cgroup thread panicked"))),
-            PendingCgroup::Done(r) => r.take().expect("taken once"),
-        }
-    }
-}
-
-impl Drop for PendingCgroup {
-    fn drop(&mut self) {
-        if let PendingCgroup::Thread(h) = self
-            && let Some(h) = h.take()
-        {
-            // The cgroups (if made) are removed as the result drops.
-            let _ = h.join();
         }
     }
 }
