@@ -167,6 +167,14 @@ pub fn covering<'a>(blocklist: &'a [PathBuf], path: &Path) -> Option<&'a Path> {
         .find(|blocked| path.starts_with(blocked))
 }
 
+/// Sorts by bytes (comparing paths component by component is ten times slower, and this runs
+/// on every sandbox start) and removes duplicates.
+fn sort_dedup(paths: &mut Vec<PathBuf>) {
+    use std::os::unix::ffi::OsStrExt;
+    paths.sort_unstable_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
+    paths.dedup();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,12 +265,4 @@ mod tests {
         // a prefix of a name is not containment
         assert_eq!(covering(&list, Path::new("/rootfs")), None);
     }
-}
-
-/// Sorts by bytes (comparing paths component by component is ten times slower, and this runs
-/// on every sandbox start) and removes duplicates.
-fn sort_dedup(paths: &mut Vec<PathBuf>) {
-    use std::os::unix::ffi::OsStrExt;
-    paths.sort_unstable_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
-    paths.dedup();
 }
