@@ -308,14 +308,16 @@ pub fn init_main(plan: &ChildPlan, exec: &ExecArrays, slots: &mut [RawFd], ctrl:
 
     // Irreversible restrictions, in the order each requires.
     sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).or_fail(ctrl, stage::NO_NEW_PRIVS);
+    // The Landlock domain is entered by the command alone (in exec_command), not by init:
+    // Landlock's signal scope then keeps the command from signalling init, which matters in
+    // pod isolation, where init is no pid 1 and killing it would orphan the command's tree
+    // out of reach. (init runs only this code: no exec, no capabilities, seccomp below.)
     if let Some(fd) = plan.landlock {
         for rule in &plan.landlock_mount_rules {
             let parent = sys::open(&rule.path, libc::O_PATH, 0).or_fail(ctrl, stage::LANDLOCK);
             sys::landlock_add_path_rule(fd, parent, rule.access).or_fail(ctrl, stage::LANDLOCK);
             sys::close(parent);
         }
-        sys::landlock_restrict_self(fd).or_fail(ctrl, stage::LANDLOCK);
-        sys::close(fd);
     }
     drop_capabilities(plan, ctrl);
     for filter in &plan.seccomp {
@@ -650,6 +652,12 @@ fn exec_command(
     }
     // Die with init, so the tree goes down with it in pod isolation.
     let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+    if let Some(fd) = plan.landlock
+        && let Err(e) = sys::landlock_restrict_self(fd)
+    {
+        send(ctrl, kind::FAIL, stage::LANDLOCK, e);
+        sys::exit_now(125);
+    }
     let _ = sys::close_from(3, ctrl);
     let mut denied = false;
     let mut last = libc::ENOENT;

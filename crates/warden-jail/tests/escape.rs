@@ -838,3 +838,36 @@ fn every_layer_of_the_default_policy_is_enforced() {
         );
     }
 }
+
+#[test]
+fn the_command_cannot_kill_init_to_orphan_its_tree() {
+    // Pod isolation without cgroups (the `pod` profile) is the hard case: no pid namespace
+    // and no cgroup.kill, so init is all that holds the tree together.
+    for (isolation, profile) in [
+        (Isolation::Full, Profile::Default),
+        (Isolation::Pod, Profile::Pod),
+        (Isolation::Pod, Profile::Default),
+    ] {
+        let sb = Sandbox::new();
+        let mut policy = profile.policy();
+        policy.isolation = isolation;
+        policy.filesystem.workspace = Some(sb.ws.clone());
+        let token = format!(
+            "warden-orphan-{}-{isolation:?}-{profile:?}",
+            std::process::id()
+        );
+        let run = sb.run(policy, &["kill-init", &token]);
+        run.assert_all_blocked(1);
+        assert_eq!(
+            run.outcome.termination,
+            Termination::Exited { code: 0 },
+            "{isolation:?} {profile:?}: {}",
+            run.stdout
+        );
+        let left = processes_with(&token);
+        assert!(
+            left.is_empty(),
+            "{isolation:?} {profile:?}: orphans outlived the sandbox: {left:?}"
+        );
+    }
+}

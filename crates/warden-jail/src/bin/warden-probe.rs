@@ -44,6 +44,7 @@ commands:
   forkbomb                fork until the kernel refuses
   memhog MIB              allocate and touch MIB mebibytes
   spawn-tree TOKEN        start daemons (setsid, double fork) that sleep, then sleep
+  kill-init TOKEN         start daemons, then kill our parent (the sandbox's init) to orphan them
   sleep TOKEN             sleep forever
   exit CODE               exit with CODE
   signal SIG              kill ourselves with signal number SIG";
@@ -77,6 +78,7 @@ fn main() {
                 .expect("memhog MIB"),
         ),
         "spawn-tree" => spawn_tree(rest.first().expect("spawn-tree TOKEN")),
+        "kill-init" => kill_init(rest.first().expect("kill-init TOKEN")),
         "sleep" => loop {
             std::thread::sleep(Duration::from_secs(3600));
         },
@@ -649,6 +651,55 @@ fn memhog(mib: usize) {
         true,
         "allocated and touched everything",
     );
+}
+
+fn kill_init(token: &str) {
+    start_daemons(token);
+    // SAFETY: getppid and kill with integers.
+    let parent = unsafe { libc::getppid() };
+    // SAFETY: as above.
+    let r = unsafe { libc::kill(parent, libc::SIGKILL) };
+    let err = io::Error::last_os_error();
+    std::thread::sleep(Duration::from_millis(200));
+    // Pid 1 of a pid namespace ignores SIGKILL from inside it, so kill() "succeeding" proves
+    // nothing: the escape is init being gone (we were re-parented).
+    // SAFETY: getppid cannot fail.
+    let now = unsafe { libc::getppid() };
+    let gone = now != parent;
+    report(
+        "kill-init",
+        &parent.to_string(),
+        gone,
+        &format!("kill returned {r} ({err}); parent was {parent}, is {now}"),
+    );
+}
+
+fn start_daemons(token: &str) {
+    let me = std::env::current_exe().expect("own path");
+    let exe = cstr(&me.to_string_lossy());
+    let argv_sleep = [cstr("warden-probe"), cstr("sleep"), cstr(token)];
+    let argv: Vec<*const libc::c_char> = argv_sleep
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
+    for _ in 0..2 {
+        // SAFETY: the children only call async-signal-safe functions and exec or exit.
+        unsafe {
+            let pid = libc::fork();
+            if pid == 0 {
+                libc::setsid();
+                if libc::fork() == 0 {
+                    libc::execv(exe.as_ptr(), argv.as_ptr());
+                    libc::_exit(127);
+                }
+                libc::_exit(0);
+            }
+            if pid > 0 {
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        }
+    }
 }
 
 fn spawn_tree(token: &str) {
