@@ -11,7 +11,7 @@ use std::ffi::{CString, OsStr, OsString};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -1136,14 +1136,19 @@ impl Cleanup {
             self.init = None;
             return;
         };
-        let dirs: Vec<CString> = cgroup
-            .into_paths()
-            .into_iter()
-            .filter_map(|p| CString::new(p.into_os_string().into_vec()).ok())
+        let paths = cgroup.into_paths();
+        let to_c = |p: &Path| CString::new(p.as_os_str().as_bytes()).ok();
+        let dirs: Vec<CString> = paths.iter().filter_map(|p| to_c(p)).collect();
+        let parents: Vec<CString> = paths
+            .iter()
+            .filter_map(|p| p.parent().and_then(to_c))
             .collect();
         let pidfd = self.init.take().map(IntoRawFd::into_raw_fd).unwrap_or(-1);
-        let task: &'static mut DetachedCleanup =
-            Box::leak(Box::new(DetachedCleanup { pidfd, dirs }));
+        let task: &'static mut DetachedCleanup = Box::leak(Box::new(DetachedCleanup {
+            pidfd,
+            dirs,
+            parents,
+        }));
         let stack: &'static mut [u8] = Box::leak(vec![0u8; 64 * 1024].into_boxed_slice());
         let arg = (task as *mut DetachedCleanup).cast();
         // SAFETY: detached_cleanup only makes system calls; its argument and stack are
@@ -1155,10 +1160,16 @@ impl Cleanup {
     }
 }
 
+/// Cgroups of killed wardens younger than this are left alone (see
+/// [`sys::remove_stale_cgroups`]).
+const STALE_CGROUP_AGE_SECS: i64 = 60;
+
 /// What the detached cleanup task needs, prepared before it starts.
 struct DetachedCleanup {
     pidfd: RawFd,
     dirs: Vec<CString>,
+    /// The directories holding `dirs`, swept for cgroups of wardens that were killed.
+    parents: Vec<CString>,
 }
 
 extern "C" fn detached_cleanup(arg: *mut libc::c_void) -> libc::c_int {
@@ -1188,6 +1199,9 @@ extern "C" fn detached_cleanup(arg: *mut libc::c_void) -> libc::c_int {
                 _ => break,
             }
         }
+    }
+    for parent in &task.parents {
+        sys::remove_stale_cgroups(parent, STALE_CGROUP_AGE_SECS);
     }
     0
 }

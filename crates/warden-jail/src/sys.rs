@@ -5,6 +5,7 @@
 //! prepared by the parent. Each returns the raw `errno` on failure.
 
 use std::ffi::CStr;
+use std::io;
 use std::os::fd::RawFd;
 use std::ptr;
 
@@ -14,7 +15,7 @@ use libc::{c_int, c_long, c_uint, c_ulong, c_void, pid_t};
 pub type SysResult<T> = Result<T, i32>;
 
 fn errno() -> i32 {
-    std::io::Error::last_os_error()
+    io::Error::last_os_error()
         .raw_os_error()
         .unwrap_or(libc::EIO)
 }
@@ -791,4 +792,129 @@ pub unsafe fn spawn_vfork(
             arg,
         )
     })
+}
+
+/// Removes the `warden-<pid>-<n>` directories in `parent` whose warden process no longer
+/// exists and which are at least `min_age_secs` old: a warden killed with SIGKILL cannot
+/// remove its cgroups itself. A cgroup that still holds processes cannot be removed (EBUSY)
+/// and stays. The age guard keeps a warden in another pid namespace, which we cannot see,
+/// from losing a cgroup it has just made. Allocation-free (runs in the detached cleanup).
+pub fn remove_stale_cgroups(parent: &CStr, min_age_secs: i64) {
+    // SAFETY: valid C string.
+    let dir = unsafe {
+        libc::open(
+            parent.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if dir < 0 {
+        return;
+    }
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
+    let mut buf = [0u8; 8192];
+    loop {
+        // SAFETY: the buffer is valid for its length; getdents64 writes at most that much.
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        let mut off = 0usize;
+        while off + 19 < n as usize {
+            let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+            if reclen == 0 {
+                break;
+            }
+            let name_end = buf[off + 19..off + reclen]
+                .iter()
+                .position(|b| *b == 0)
+                .map(|p| off + 19 + p);
+            if let Some(end) = name_end
+                && let Some(pid) = stale_name_pid(&buf[off + 19..end])
+                // SAFETY: kill with signal 0 only checks for existence.
+                && unsafe { libc::kill(pid, 0) } == -1
+                && errno() == libc::ESRCH
+            {
+                // The name is NUL-terminated in the buffer.
+                let name = buf[off + 19..=end].as_ptr().cast::<libc::c_char>();
+                // SAFETY: an all-zero stat is a valid out-buffer.
+                let mut st: libc::stat = unsafe { std::mem::zeroed() };
+                // SAFETY: dir is open, name is NUL-terminated, st is a valid out-pointer.
+                let ok =
+                    unsafe { libc::fstatat(dir, name, &mut st, libc::AT_SYMLINK_NOFOLLOW) } == 0;
+                if ok && now.tv_sec - st.st_mtime >= min_age_secs {
+                    // SAFETY: as above; fails harmlessly if the directory is not empty.
+                    unsafe { libc::unlinkat(dir, name, libc::AT_REMOVEDIR) };
+                }
+            }
+            off += reclen;
+        }
+    }
+    // SAFETY: closing the descriptor we opened.
+    unsafe { libc::close(dir) };
+}
+
+/// The pid in a `warden-<pid>-<n>` name.
+fn stale_name_pid(name: &[u8]) -> Option<pid_t> {
+    let rest = name.strip_prefix(b"warden-")?;
+    let dash = rest.iter().position(|b| *b == b'-')?;
+    let (digits, tail) = rest.split_at(dash);
+    if digits.is_empty()
+        || digits.len() > 9
+        || tail.len() < 2
+        || !tail[1..].iter().all(u8::is_ascii_digit)
+    {
+        return None;
+    }
+    let mut pid: pid_t = 0;
+    for d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        pid = pid * 10 + (d - b'0') as pid_t;
+    }
+    (pid > 0).then_some(pid)
+}
+
+#[cfg(test)]
+mod stale_tests {
+    use super::*;
+    use std::ffi::CString;
+
+    #[test]
+    fn parses_sandbox_names() {
+        assert_eq!(stale_name_pid(b"warden-123-0"), Some(123));
+        assert_eq!(stale_name_pid(b"warden-123-45"), Some(123));
+        assert_eq!(stale_name_pid(b"warden-123"), None);
+        assert_eq!(stale_name_pid(b"warden--1"), None);
+        assert_eq!(stale_name_pid(b"warden-12a-1"), None);
+        assert_eq!(stale_name_pid(b"other-123-1"), None);
+        assert_eq!(stale_name_pid(b"warden-123-x"), None);
+    }
+
+    #[test]
+    fn removes_only_old_empty_directories_of_dead_wardens() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dead_old = tmp.path().join("warden-999999999-0");
+        let dead_young = tmp.path().join("warden-999999998-0");
+        let dead_busy = tmp.path().join("warden-999999997-0");
+        let alive = tmp.path().join(format!("warden-{}-0", std::process::id()));
+        let unrelated = tmp.path().join("something-else");
+        for d in [&dead_old, &dead_young, &dead_busy, &alive, &unrelated] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::write(dead_busy.join("member"), "x").unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for d in [&dead_old, &dead_busy, &alive, &unrelated] {
+            std::fs::File::open(d).unwrap().set_modified(old).unwrap();
+        }
+        let parent = CString::new(tmp.path().as_os_str().as_encoded_bytes()).unwrap();
+        remove_stale_cgroups(&parent, 60);
+        assert!(!dead_old.exists());
+        assert!(dead_young.exists() && dead_busy.exists() && alive.exists() && unrelated.exists());
+    }
 }
