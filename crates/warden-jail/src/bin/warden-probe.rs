@@ -674,6 +674,8 @@ fn kill_init(token: &str) {
     );
 }
 
+/// Starts daemons (fork, setsid, fork again; the middle process exits) that sleep: orphans,
+/// re-parented to the sandbox's init or to whatever reaps orphans.
 fn start_daemons(token: &str) {
     let me = std::env::current_exe().expect("own path");
     let exe = cstr(&me.to_string_lossy());
@@ -703,6 +705,7 @@ fn start_daemons(token: &str) {
 }
 
 fn spawn_tree(token: &str) {
+    start_daemons(token);
     let me = std::env::current_exe().expect("own path");
     let exe = cstr(&me.to_string_lossy());
     let argv_sleep = [cstr("warden-probe"), cstr("sleep"), cstr(token)];
@@ -711,27 +714,8 @@ fn spawn_tree(token: &str) {
         .map(|a| a.as_ptr())
         .chain([std::ptr::null()])
         .collect();
-    for _ in 0..3 {
-        // A daemon: fork, setsid, fork again, and the middle process exits so the sleeper is
-        // orphaned (re-parented to the sandbox's init, or to whatever reaps orphans).
-        // SAFETY: the children only call async-signal-safe functions and exec or exit.
-        unsafe {
-            let pid = libc::fork();
-            if pid == 0 {
-                libc::setsid();
-                if libc::fork() == 0 {
-                    libc::execv(exe.as_ptr(), argv.as_ptr());
-                    libc::_exit(127);
-                }
-                libc::_exit(0);
-            }
-            if pid > 0 {
-                libc::waitpid(pid, std::ptr::null_mut(), 0);
-            }
-        }
-    }
     // And a plain child.
-    // SAFETY: as above.
+    // SAFETY: the child only execs or exits.
     unsafe {
         if libc::fork() == 0 {
             libc::execv(exe.as_ptr(), argv.as_ptr());
