@@ -75,6 +75,9 @@ pub enum JailError {
         step: String,
         errno: nix::errno::Errno,
     },
+    /// The policy asks for something this build cannot do yet (exit 69).
+    #[error("{0}")]
+    Unsupported(String),
     /// Something else went wrong on the host side (exit 70).
     #[error("{0}")]
     Host(String),
@@ -106,7 +109,7 @@ impl JailError {
     pub fn exit_code(&self) -> i32 {
         match self {
             JailError::Policy(_) => 64,
-            JailError::Unavailable(_) => 69,
+            JailError::Unavailable(_) | JailError::Unsupported(_) => 69,
             JailError::Setup { .. } => 125,
             JailError::Host(_) => 70,
         }
@@ -242,10 +245,9 @@ impl Jail {
         };
 
         if policy.network.mode == NetworkMode::Proxy {
-            return Err(JailError::Unavailable(vec![LayerReport::unavailable(
-                Layer::LandlockNet,
-                "network mode \"proxy\" needs warden's egress proxy, which this build does not include yet; use network mode \"none\" or \"host\"".to_string(),
-            )]));
+            return Err(JailError::Unsupported(
+                "network mode \"proxy\" (and --allow-domain) needs warden's egress proxy, which this build does not include yet; use --network none (the default) or, knowingly, --network host".to_string(),
+            ));
         }
 
         let id = crate::cgroup::unique_name();

@@ -459,3 +459,22 @@ fn a_setuid_binary_does_not_escalate_for_a_non_root_user() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "65534", "{}", text(&out.stderr));
 }
+
+#[test]
+fn proxy_mode_is_refused_clearly_until_the_egress_proxy_exists() {
+    let ws = tempfile::tempdir().unwrap();
+    let mut cmd = warden();
+    cmd.current_dir(ws.path())
+        .args(["run", "--allow-domain", "example.com", "--", "true"]);
+    let out = run(cmd);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    assert!(
+        err.contains("egress proxy") && err.contains("--network none"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("--allow-degraded"),
+        "suggests a flag that cannot help: {err}"
+    );
+}
