@@ -62,6 +62,8 @@ pub mod kind {
     pub const EXEC_FAIL: u32 = 6;
     /// init → supervisor: the command ended (value: wait status).
     pub const EXIT: u32 = 7;
+    /// init → supervisor: the egress bridge's listening socket, passed as SCM_RIGHTS.
+    pub const LISTENER: u32 = 8;
 }
 
 /// Steps of the child's setup, for error messages. Mount operations are `MOUNT_BASE + index`.
@@ -71,6 +73,7 @@ pub mod stage {
     pub const CGROUP_NS: u32 = 4;
     pub const ID_MAP: u32 = 19;
     pub const CGROUP: u32 = 20;
+    pub const EGRESS: u32 = 21;
     pub const HOSTNAME: u32 = 5;
     pub const LOOPBACK: u32 = 6;
     pub const CHDIR: u32 = 7;
@@ -96,6 +99,7 @@ pub mod stage {
             CGROUP => "join the sandbox's cgroups",
             HOSTNAME => "set the hostname",
             LOOPBACK => "bring up the loopback interface",
+            EGRESS => "listen on the egress bridge port",
             CHDIR => "enter the working directory",
             SESSION => "start a new session",
             PTY => "create the pseudo-terminal",
@@ -153,6 +157,8 @@ pub struct ChildPlan {
     pub exec_candidates: Vec<CString>,
     pub parent_pid: libc::pid_t,
     pub bring_up_loopback: bool,
+    /// A port on the sandbox's loopback to listen on and hand to the supervisor (0: none).
+    pub egress_port: u16,
     /// `uid_map` and `gid_map` lines ("<id> <id> 1"), written by the child itself.
     pub uid_map: CString,
     pub gid_map: CString,
@@ -286,6 +292,19 @@ pub fn init_main(plan: &ChildPlan, exec: &ExecArrays, slots: &mut [RawFd], ctrl:
             && let Err(e) = sys::loopback_up()
         {
             send(ctrl, kind::WARN, stage::LOOPBACK, e);
+        }
+        // The egress bridge: listen inside the sandbox's own network namespace and hand the
+        // socket to the supervisor, whose proxy accepts the sandbox's connections from it.
+        if plan.egress_port != 0 {
+            let fd = sys::tcp_listen_loopback(plan.egress_port).or_fail(ctrl, stage::EGRESS);
+            let msg = Msg {
+                kind: kind::LISTENER,
+                ..Msg::default()
+            };
+            if let Err(e) = sys::send_msg(ctrl, &msg.to_bytes(), Some(fd)) {
+                fail(ctrl, stage::EGRESS, e);
+            }
+            sys::close(fd);
         }
     }
     sys::chdir(&plan.cwd).or_fail(ctrl, stage::CHDIR);

@@ -58,6 +58,19 @@ pub struct JailConfig {
     /// Pass SIGINT, SIGTERM, SIGHUP, ... received by this process on to the command.
     /// Needs a single-threaded caller (the signals are blocked and read from a signalfd).
     pub forward_signals: bool,
+    /// The way out for network mode `proxy` (full isolation): see [`EgressBridge`].
+    pub egress: Option<EgressBridge>,
+}
+
+/// A loopback port inside the sandbox bridged to the supervisor's side. The sandbox's init
+/// listens on 127.0.0.1:`port` in the sandbox's own network namespace and hands the
+/// listening socket over; it arrives on `listener` once the sandbox is set up. Whoever
+/// receives it (the egress proxy) accepts the sandbox's connections from it directly: no
+/// veth, no host routing. Landlock lets the sandbox connect to this port and nowhere else.
+#[derive(Debug, Clone)]
+pub struct EgressBridge {
+    pub port: u16,
+    pub listener: std::sync::mpsc::Sender<OwnedFd>,
 }
 
 /// Why a sandbox could not run.
@@ -159,6 +172,8 @@ pub struct Jail {
     slots: Vec<RawFd>,
     mount_ops: Vec<String>,
     _landlock: Option<OwnedFd>,
+    /// Where the egress bridge's listening socket goes when init hands it over.
+    egress: Option<std::sync::mpsc::Sender<OwnedFd>>,
     /// The stack init starts the command on (see `ChildPlan::command_stack_top`).
     _command_stack: Box<[u8]>,
     cgroup: Option<SandboxCgroup>,
@@ -244,7 +259,30 @@ impl Jail {
             layers.push(report);
         };
 
-        if policy.network.mode == NetworkMode::Proxy {
+        let egress_port = match (&config.egress, policy.network.mode) {
+            (Some(bridge), NetworkMode::Proxy) if full => {
+                if bridge.port == 0 {
+                    return Err(policy_err(
+                        "network",
+                        "the egress bridge needs a port, not 0".into(),
+                    ));
+                }
+                bridge.port
+            }
+            (Some(_), NetworkMode::Proxy) => {
+                return Err(JailError::Unsupported(
+                    "network mode \"proxy\" in pod isolation is not supported yet: the egress bridge needs the sandbox's own network namespace".into(),
+                ));
+            }
+            (Some(_), _) => {
+                return Err(policy_err(
+                    "network.mode",
+                    "an egress bridge was given, but the network mode is not \"proxy\"".into(),
+                ));
+            }
+            (None, _) => 0,
+        };
+        if policy.network.mode == NetworkMode::Proxy && egress_port == 0 {
             return Err(JailError::Unsupported(
                 "network mode \"proxy\" (and --allow-domain) needs warden's egress proxy, which this build does not include yet; use --network none (the default) or, knowingly, --network host".to_string(),
             ));
@@ -606,7 +644,11 @@ impl Jail {
         );
         let net = NetRules {
             restrict: !host_net,
-            connect_ports: Vec::new(),
+            connect_ports: if egress_port != 0 {
+                vec![egress_port]
+            } else {
+                Vec::new()
+            },
         };
         let built =
             ll::build(LandlockSupport::probe(), &rules, &after_mount, &net).map_err(|e| {
@@ -843,6 +885,7 @@ impl Jail {
                 nix::unistd::getpid().as_raw()
             },
             bring_up_loopback: full && !host_net,
+            egress_port,
             uid_map: CString::new(format!("{0} {0} 1\n", user.uid)).expect("digits"),
             gid_map: CString::new(format!("{0} {0} 1\n", user.gid)).expect("digits"),
             cgroup_tasks: Vec::new(),
@@ -855,6 +898,7 @@ impl Jail {
         let mut plan = plan;
         plan.command_stack_top = (command_stack.as_mut_ptr() as usize + command_stack.len()) & !0xf;
         Ok(Jail {
+            egress: config.egress.as_ref().map(|b| b.listener.clone()),
             _command_stack: command_stack,
             id,
             exec,
@@ -1079,6 +1123,7 @@ impl JailConfig {
             tty: self.tty,
             stdio: [None, None, None],
             forward_signals: self.forward_signals,
+            egress: self.egress.clone(),
         }
     }
 }
@@ -1389,6 +1434,16 @@ impl Supervisor<'_> {
                         "exit reported"
                     );
                     r.command_status = Some(m.value)
+                }
+                kind::LISTENER => {
+                    if let Some(fd) = fd {
+                        // SAFETY: the descriptor arrived with SCM_RIGHTS and is ours alone.
+                        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                        if let Some(tx) = &self.jail.egress {
+                            // Nobody listening any more: the socket closes, connections fail.
+                            let _ = tx.send(fd);
+                        }
+                    }
                 }
                 kind::PTY => {
                     if let Some(fd) = fd {

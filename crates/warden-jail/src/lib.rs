@@ -19,5 +19,7 @@ pub mod mounts;
 pub mod seccomp;
 pub mod sys;
 
-pub use jail::{Cleanup, Jail, JailConfig, JailError, Outcome, SYSTEM_DIRS, Termination};
+pub use jail::{
+    Cleanup, EgressBridge, Jail, JailConfig, JailError, Outcome, SYSTEM_DIRS, Termination,
+};
 pub use layer::{Degraded, Layer, LayerReport, LayerStatus, UnknownLayer, render_table};

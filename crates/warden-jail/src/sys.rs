@@ -880,6 +880,37 @@ fn stale_name_pid(name: &[u8]) -> Option<pid_t> {
     (pid > 0).then_some(pid)
 }
 
+/// A TCP socket listening on 127.0.0.1:`port` (in the calling process's network namespace).
+pub fn tcp_listen_loopback(port: u16) -> SysResult<RawFd> {
+    // SAFETY: socket(2) with integer arguments.
+    let fd = check_int(unsafe {
+        libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+    })?;
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_be_bytes([127, 0, 0, 1]).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `addr` is a valid sockaddr_in of the size passed.
+    let bound = check_int(unsafe {
+        libc::bind(
+            fd,
+            (&addr as *const libc::sockaddr_in).cast(),
+            size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    })
+    // SAFETY: listen on the socket we own.
+    .and_then(|_| check_int(unsafe { libc::listen(fd, 256) }));
+    if let Err(e) = bound {
+        close(fd);
+        return Err(e);
+    }
+    Ok(fd)
+}
+
 #[cfg(test)]
 mod stale_tests {
     use super::*;

@@ -165,6 +165,16 @@ impl Sandbox {
         command: Vec<OsString>,
         host_env: Vec<(OsString, OsString)>,
     ) -> Run {
+        self.run_bridged(policy, command, host_env, None)
+    }
+
+    fn run_bridged(
+        &self,
+        policy: SandboxPolicy,
+        command: Vec<OsString>,
+        host_env: Vec<(OsString, OsString)>,
+        egress: Option<warden_jail::EgressBridge>,
+    ) -> Run {
         let mut out = tempfile::tempfile().unwrap();
         let mut err = tempfile::tempfile().unwrap();
         let null = fs::File::open("/dev/null").unwrap();
@@ -181,6 +191,7 @@ impl Sandbox {
                 Some(OwnedFd::from(err.try_clone().unwrap())),
             ],
             forward_signals: false,
+            egress,
         };
         let jail = Jail::prepare(config).unwrap_or_else(|e| panic!("prepare: {e}"));
         let outcome = jail.run().unwrap_or_else(|e| panic!("run: {e}"));
@@ -870,4 +881,95 @@ fn the_command_cannot_kill_init_to_orphan_its_tree() {
             "{isolation:?} {profile:?}: orphans outlived the sandbox: {left:?}"
         );
     }
+}
+
+#[test]
+fn the_egress_bridge_port_is_the_only_way_out() {
+    use std::io::{Read as _, Write as _};
+    let sb = Sandbox::new();
+    let host = TcpListener::bind("127.0.0.1:0").unwrap();
+    host.set_nonblocking(true).unwrap();
+    let host_addr = host.local_addr().unwrap().to_string();
+    let port: u16 = 18_000 + (std::process::id() % 1000) as u16;
+    let (tx, rx) = std::sync::mpsc::channel::<OwnedFd>();
+    // The supervisor's side: accept from the sandbox's listening socket and answer.
+    let server = std::thread::spawn(move || {
+        let listener = TcpListener::from(
+            rx.recv_timeout(Duration::from_secs(30))
+                .expect("the bridge socket"),
+        );
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 8];
+        let n = conn.read(&mut buf).unwrap();
+        conn.write_all(b"pong").unwrap();
+        buf[..n].to_vec()
+    });
+    let mut policy = sb.policy(Isolation::Full);
+    policy.network.mode = warden_policy::NetworkMode::Proxy;
+    let bridge = warden_jail::EgressBridge { port, listener: tx };
+    let other = format!("127.0.0.1:{}", port + 1);
+    let bridged = format!("127.0.0.1:{port}");
+    let command: Vec<OsString> = [
+        "./warden-probe",
+        "tcp",
+        &bridged,
+        &other,
+        &host_addr,
+        "1.1.1.1:443",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    let run = sb.run_bridged(policy.clone(), command, sb.env(), Some(bridge));
+    let received = server.join().unwrap();
+    assert_eq!(
+        received, b"escaped\n",
+        "the bridged connection did not arrive"
+    );
+    let attempts: Vec<&Value> = run.attempts().collect();
+    assert_eq!(attempts.len(), 4, "{}", run.stdout);
+    assert_eq!(
+        attempts[0]["outcome"], "escaped",
+        "the bridge port must connect: {}",
+        run.stdout
+    );
+    for a in &attempts[1..] {
+        assert_eq!(a["outcome"], "blocked", "{a}");
+    }
+    // Refused by Landlock (EACCES), not merely by an empty port (ECONNREFUSED).
+    assert!(
+        attempts[1]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Permission denied"),
+        "{}",
+        attempts[1]
+    );
+    assert!(
+        host.accept().is_err(),
+        "a connection reached the host's listener"
+    );
+    let net = run
+        .outcome
+        .layers
+        .iter()
+        .find(|l| l.layer == Layer::LandlockNet)
+        .unwrap();
+    assert!(
+        format!("{:?}", net.status).contains(&port.to_string()),
+        "{net:?}"
+    );
+
+    // Binding is still refused, the bridge port included (it is taken, and Landlock denies it).
+    let (tx, _rx) = std::sync::mpsc::channel::<OwnedFd>();
+    let run = sb.run_bridged(
+        policy,
+        ["./warden-probe", "tcp-listen", &port.to_string()]
+            .iter()
+            .map(OsString::from)
+            .collect(),
+        sb.env(),
+        Some(warden_jail::EgressBridge { port, listener: tx }),
+    );
+    run.assert_all_blocked(3);
 }

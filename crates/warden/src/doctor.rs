@@ -132,6 +132,7 @@ fn trial_sandbox() -> (Vec<LayerReport>, bool, Option<String>) {
         tty: false,
         stdio: [None, None, None],
         forward_signals: false,
+        egress: None,
     };
     let result = Jail::prepare(config).and_then(|j| {
         let layers = j.layers().to_vec();

@@ -149,6 +149,7 @@ pub fn main(args: RunArgs) -> ExitCode {
         tty,
         stdio: [None, None, None],
         forward_signals: true,
+        egress: None,
     };
     let t0 = std::time::Instant::now();
     let prepared = Jail::prepare(config);
