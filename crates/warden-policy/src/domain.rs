@@ -81,6 +81,32 @@ impl FromStr for DomainPattern {
     }
 }
 
+impl DomainPattern {
+    /// Whether this pattern admits `host`: an exact name equals it, a suffix pattern admits
+    /// strictly longer names ending in `.suffix` (never the suffix itself). Case and one trailing
+    /// dot of `host` are ignored. Patterns are ASCII, so a host that is not (an IDN not yet in
+    /// its `xn--` form) matches nothing.
+    pub fn matches(&self, host: &str) -> bool {
+        if !host.is_ascii() {
+            return false;
+        }
+        let host = host.strip_suffix('.').unwrap_or(host);
+        match self {
+            DomainPattern::Exact(name) => host.eq_ignore_ascii_case(name),
+            DomainPattern::Suffix(suffix) => {
+                let Some(split) = host.len().checked_sub(suffix.len() + 1) else {
+                    return false;
+                };
+                split > 0
+                    && host.as_bytes()[split] == b'.'
+                    && host
+                        .get(split + 1..)
+                        .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
+            }
+        }
+    }
+}
+
 impl fmt::Display for DomainPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -108,6 +134,31 @@ mod tests {
             "*.github.com".parse::<DomainPattern>().unwrap().to_string(),
             "*.github.com"
         );
+    }
+
+    #[test]
+    fn matches_exact_names_and_strict_subdomains() {
+        let exact: DomainPattern = "example.com".parse().unwrap();
+        let suffix: DomainPattern = "*.example.com".parse().unwrap();
+        for (pattern, host, expected) in [
+            (&exact, "example.com", true),
+            (&exact, "EXAMPLE.com.", true),
+            (&exact, "www.example.com", false),
+            (&exact, "notexample.com", false),
+            (&exact, "example.co", false),
+            (&suffix, "www.example.com", true),
+            (&suffix, "a.b.Example.COM", true),
+            (&suffix, "www.example.com.", true),
+            (&suffix, "example.com", false),
+            (&suffix, ".example.com", false),
+            (&suffix, "wwwexample.com", false),
+            (&suffix, "example.com.evil.net", false),
+            (&suffix, "", false),
+            (&suffix, "www.exampl\u{e9}.com", false),
+            (&suffix, "\u{e9}.example.com", false),
+        ] {
+            assert_eq!(pattern.matches(host), expected, "{pattern} vs {host:?}");
+        }
     }
 
     #[test]
