@@ -128,6 +128,30 @@ impl Proxy {
         })
     }
 
+    /// Serves an already listening socket, such as the one a sandbox's init opens on the
+    /// sandbox's own loopback and hands over (warden-jail's egress bridge). Must be called
+    /// inside a tokio runtime.
+    pub fn from_listener(
+        listener: std::net::TcpListener,
+        policy: EgressPolicy,
+        audit: Arc<dyn AuditSink>,
+        options: ProxyOptions,
+    ) -> io::Result<Proxy> {
+        listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(listener)?;
+        let local_addr = listener.local_addr()?;
+        Ok(Proxy {
+            listener,
+            local_addr,
+            shared: Shared {
+                policy,
+                options,
+                audit,
+                resolver: Arc::new(SystemResolver),
+            },
+        })
+    }
+
     /// Replaces the system resolver (for tests, or a resolver that answers only some names).
     pub fn with_resolver(mut self, resolver: Arc<dyn Resolve>) -> Self {
         self.shared.resolver = resolver;

@@ -2,6 +2,7 @@
 //! work lives in the library crates (`warden-policy`, `warden-jail`, ...).
 
 mod doctor;
+mod egress;
 mod run;
 
 use std::process::ExitCode;

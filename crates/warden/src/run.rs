@@ -61,6 +61,17 @@ pub struct RunArgs {
     /// Allow egress to this domain through warden's proxy (repeatable; `*.example.com` for subdomains).
     #[arg(long = "allow-domain", value_name = "DOMAIN")]
     allow_domains: Vec<String>,
+    /// Let the proxy reach addresses in this range, which are refused by default:
+    /// loopback, private, link-local, ... (repeatable; e.g. 10.0.0.0/8 for a company mirror).
+    #[arg(long = "allow-cidr", value_name = "CIDR")]
+    allow_cidrs: Vec<String>,
+    /// Let the proxy connect to this port too; 80 and 443 always are (repeatable).
+    #[arg(long = "allow-port", value_name = "PORT")]
+    allow_ports: Vec<u16>,
+    /// Write every egress decision to FILE as one JSON line (time, method, host, port,
+    /// verdict, rule, bytes each way, duration).
+    #[arg(long = "egress-log", value_name = "FILE")]
+    egress_log: Option<PathBuf>,
     /// Network: none, or host (no network isolation at all; loud).
     #[arg(long, value_name = "MODE")]
     network: Option<String>,
@@ -124,9 +135,35 @@ pub fn main(args: RunArgs) -> ExitCode {
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/"));
-    let policy = match build_policy(&args, &cwd, &home) {
+    let mut policy = match build_policy(&args, &cwd, &home) {
         Ok(p) => p,
         Err(e) => return usage(e),
+    };
+    let proxy_mode = policy.network.mode == NetworkMode::Proxy;
+    if !proxy_mode && (!args.allow_cidrs.is_empty() || args.egress_log.is_some()) {
+        return usage(
+            "--allow-cidr and --egress-log need the egress proxy: add --allow-domain DOMAIN",
+        );
+    }
+    let sandbox_id = std::sync::Arc::new(std::sync::OnceLock::new());
+    let egress = if proxy_mode {
+        let rules =
+            match crate::egress::egress_policy(&policy, &args.allow_cidrs, &args.allow_ports) {
+                Ok(r) => r,
+                Err(e) => return usage(e),
+            };
+        for (name, value) in crate::egress::proxy_environment() {
+            policy.environment.set.insert(name, value);
+        }
+        match crate::egress::start(rules, args.egress_log.as_deref(), sandbox_id.clone()) {
+            Ok(bridge) => Some(bridge),
+            Err(e) => {
+                eprintln!("warden: {e}");
+                return ExitCode::from(70);
+            }
+        }
+    } else {
+        None
     };
     let mut degraded = Degraded::none();
     for name in &args.allow_degraded {
@@ -149,7 +186,7 @@ pub fn main(args: RunArgs) -> ExitCode {
         tty,
         stdio: [None, None, None],
         forward_signals: true,
-        egress: None,
+        egress,
     };
     let t0 = std::time::Instant::now();
     let prepared = Jail::prepare(config);
@@ -158,6 +195,7 @@ pub fn main(args: RunArgs) -> ExitCode {
         Ok(j) => j,
         Err(e) => return fail(&e),
     };
+    let _ = sandbox_id.set(jail.id().to_string());
     for w in jail.warnings() {
         eprintln!("warden: warning: {w}");
     }

@@ -460,21 +460,184 @@ fn a_setuid_binary_does_not_escalate_for_a_non_root_user() {
     assert_eq!(text(&out.stdout).trim(), "65534", "{}", text(&out.stderr));
 }
 
+/// A tiny HTTP server on the host's loopback answering `hello` to every request.
+fn hello_server() -> (u16, std::thread::JoinHandle<()>) {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        listener.set_nonblocking(true).unwrap();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            match listener.accept() {
+                Ok((mut conn, _)) => {
+                    conn.set_nonblocking(false).unwrap();
+                    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    let mut buf = [0u8; 4096];
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+                    );
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+    (port, handle)
+}
+
 #[test]
-fn proxy_mode_is_refused_clearly_until_the_egress_proxy_exists() {
+fn proxy_mode_reaches_allowed_destinations_and_nothing_else() {
+    let (port, _server) = hello_server();
+    let ws = tempfile::tempdir().unwrap();
+    let log = ws.path().join("egress.jsonl");
+    let p = port.to_string();
+    let fetch = format!(
+        "import urllib.request, os\nprint(os.environ['HTTPS_PROXY'])\ntry:\n    print(urllib.request.urlopen('http://localhost:{port}/', timeout=10).read().decode())\nexcept Exception as e:\n    print('ERROR', e)\n"
+    );
+    // Allowed: domain, port and the loopback range all named.
+    let mut cmd = warden();
+    cmd.current_dir(ws.path()).args([
+        "run",
+        "--allow-domain",
+        "localhost",
+        "--allow-cidr",
+        "127.0.0.0/8",
+        "--allow-port",
+        &p,
+        "--egress-log",
+        log.to_str().unwrap(),
+        "--",
+        "python3",
+        "-c",
+        &fetch,
+    ]);
+    let out = run(cmd);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("http://127.0.0.1:3128") && stdout.contains("hello"),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    let event: serde_json::Value =
+        serde_json::from_str(fs::read_to_string(&log).unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!(event["verdict"], "allowed");
+    assert_eq!(event["host"], "localhost");
+    assert!(
+        event["sandbox_id"].as_str().unwrap().starts_with("warden-"),
+        "{event}"
+    );
+
+    // Another domain allowed instead: the proxy answers 403 and says how to allow it.
+    let mut cmd = warden();
+    cmd.current_dir(ws.path()).args([
+        "run",
+        "--allow-domain",
+        "example.com",
+        "--allow-port",
+        &p,
+        "--",
+        "python3",
+        "-c",
+        &fetch,
+    ]);
+    let out = run(cmd);
+    assert!(
+        text(&out.stdout).contains("ERROR HTTP Error 403"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains("--allow-domain localhost"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Programs that ignore the proxy variables reach nothing, and there is no DNS.
+    let direct = format!(
+        "import socket\nfor target in [('127.0.0.1', {port}), ('1.1.1.1', 443)]:\n    try:\n        socket.create_connection(target, timeout=5); print('CONNECTED', target)\n    except OSError as e:\n        print('refused', target, e)\ntry:\n    socket.getaddrinfo('example.com', 80); print('RESOLVED')\nexcept OSError as e:\n    print('no dns', e)\n"
+    );
+    let mut cmd = warden();
+    cmd.current_dir(ws.path()).args([
+        "run",
+        "--allow-domain",
+        "localhost",
+        "--allow-cidr",
+        "127.0.0.0/8",
+        "--allow-port",
+        &p,
+        "--",
+        "python3",
+        "-c",
+        &direct,
+    ]);
+    let out = run(cmd);
+    let s = text(&out.stdout);
+    assert!(!s.contains("CONNECTED") && !s.contains("RESOLVED"), "{s}");
+    assert_eq!(s.matches("refused").count(), 2, "{s}");
+    assert!(s.contains("no dns"), "{s}");
+    let mut cmd = warden();
+    cmd.current_dir(ws.path()).args([
+        "run", "--allow-domain", "localhost", "--allow-cidr", "127.0.0.0/8", "--allow-port", &p, "--", "bash", "-c",
+        &format!("exec 3<>/dev/tcp/127.0.0.1/{port} && echo CONNECTED; if command -v curl >/dev/null; then curl -s --noproxy '*' http://127.0.0.1:{port}/ && echo CURL-CONNECTED; fi; true"),
+    ]);
+    let out = run(cmd);
+    assert!(
+        !text(&out.stdout).contains("CONNECTED"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn proxy_mode_in_pod_isolation_is_refused_clearly() {
     let ws = tempfile::tempdir().unwrap();
     let mut cmd = warden();
-    cmd.current_dir(ws.path())
-        .args(["run", "--allow-domain", "example.com", "--", "true"]);
+    cmd.current_dir(ws.path()).args([
+        "run",
+        "--isolation",
+        "pod",
+        "--allow-domain",
+        "example.com",
+        "--",
+        "true",
+    ]);
     let out = run(cmd);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(69), "{err}");
-    assert!(
-        err.contains("egress proxy") && err.contains("--network none"),
-        "{err}"
-    );
+    assert!(err.contains("pod isolation"), "{err}");
     assert!(
         !err.contains("--allow-degraded"),
         "suggests a flag that cannot help: {err}"
+    );
+}
+
+#[test]
+fn egress_flags_without_the_proxy_are_usage_errors() {
+    bad_input(
+        &["run", "--allow-cidr", "10.0.0.0/8", "--", "true"],
+        &["--allow-domain"],
+    );
+    bad_input(
+        &["run", "--allow-domain", "*.", "--", "true"],
+        &["--allow-domain"],
+    );
+    bad_input(
+        &[
+            "run",
+            "--allow-domain",
+            "x.example",
+            "--allow-cidr",
+            "nonsense",
+            "--",
+            "true",
+        ],
+        &["--allow-cidr"],
     );
 }
