@@ -292,10 +292,17 @@ fn build_policy(args: &RunArgs, cwd: &Path, home: &Path) -> Result<SandboxPolicy
                 .and_then(|f| f.apply(Profile::Default, &base, home))
                 .map_err(|e| format!("policy file {}:\n{}", file.display(), indent(&e)))?
         }
-        (None, Some(name)) => name
-            .parse::<Profile>()
-            .map_err(|e| format!("--profile: {e}"))?
-            .policy(),
+        (None, Some(name)) => {
+            let profile = name
+                .parse::<Profile>()
+                .map_err(|e| format!("--profile: {e}"))?;
+            if profile == Profile::Offline
+                && (!args.allow_domains.is_empty() || args.network.is_some())
+            {
+                return Err("--profile offline never has network: drop --allow-domain and --network, or use --profile default".into());
+            }
+            profile.policy()
+        }
         (None, None) => Profile::Default.policy(),
     };
     let abs = |p: &PathBuf| resolve_path(p, cwd, home);

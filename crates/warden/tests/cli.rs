@@ -621,6 +621,18 @@ fn proxy_mode_in_pod_isolation_is_refused_clearly() {
 #[test]
 fn egress_flags_without_the_proxy_are_usage_errors() {
     bad_input(
+        &[
+            "run",
+            "--profile",
+            "offline",
+            "--allow-domain",
+            "example.com",
+            "--",
+            "true",
+        ],
+        &["offline", "network"],
+    );
+    bad_input(
         &["run", "--allow-cidr", "10.0.0.0/8", "--", "true"],
         &["--allow-domain"],
     );
