@@ -653,3 +653,77 @@ fn egress_flags_without_the_proxy_are_usage_errors() {
         &["--allow-cidr"],
     );
 }
+
+fn sh(cmd: &str, dir: &Path) {
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "{cmd}");
+}
+
+#[test]
+fn https_clients_tunnel_through_the_proxy_to_a_tls_server() {
+    use std::io::BufRead;
+    let ws = tempfile::tempdir().unwrap();
+    let dir = ws.path();
+    // A test CA and a certificate for localhost (openssl from the distribution).
+    sh(
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj '/CN=warden test CA'",
+        dir,
+    );
+    sh(
+        "openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj '/CN=localhost'",
+        dir,
+    );
+    fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n").unwrap();
+    sh(
+        "openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 1 -extfile san.ext",
+        dir,
+    );
+    // A TLS server on the host's loopback, outside the sandbox.
+    let server_py = "import http.server, ssl, sys\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        self.send_response(200); self.send_header('Content-Length', '9'); self.end_headers(); self.wfile.write(b'hello-tls')\n    def log_message(self, *a): pass\ns = http.server.HTTPServer(('127.0.0.1', 0), H)\nctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain('srv.pem', 'srv.key')\ns.socket = ctx.wrap_socket(s.socket, server_side=True)\nprint(s.server_address[1], flush=True)\ns.serve_forever()\n";
+    let mut server = Command::new("python3")
+        .arg("-c")
+        .arg(server_py)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line.trim().to_string();
+    let script = format!(
+        "curl -sS --cacert ca.pem https://localhost:{port}/; echo; python3 -c \"import ssl, urllib.request; c = ssl.create_default_context(cafile='ca.pem'); print(urllib.request.urlopen('https://localhost:{port}/', context=c, timeout=10).read().decode())\""
+    );
+    let mut cmd = warden();
+    cmd.current_dir(dir).args([
+        "run",
+        "--allow-domain",
+        "localhost",
+        "--allow-cidr",
+        "127.0.0.0/8",
+        "--allow-port",
+        &port,
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let out = run(cmd);
+    let _ = server.kill();
+    let _ = server.wait();
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        stdout.matches("hello-tls").count(),
+        2,
+        "curl and python both: {stdout}\n{}",
+        text(&out.stderr)
+    );
+}
