@@ -114,18 +114,7 @@ impl Proxy {
         audit: Arc<dyn AuditSink>,
         options: ProxyOptions,
     ) -> io::Result<Proxy> {
-        let listener = TcpListener::bind(addr).await?;
-        let local_addr = listener.local_addr()?;
-        Ok(Proxy {
-            listener,
-            local_addr,
-            shared: Shared {
-                policy,
-                options,
-                audit,
-                resolver: Arc::new(SystemResolver),
-            },
-        })
+        Proxy::serving(TcpListener::bind(addr).await?, policy, audit, options)
     }
 
     /// Serves an already listening socket, such as the one a sandbox's init opens on the
@@ -138,7 +127,15 @@ impl Proxy {
         options: ProxyOptions,
     ) -> io::Result<Proxy> {
         listener.set_nonblocking(true)?;
-        let listener = TcpListener::from_std(listener)?;
+        Proxy::serving(TcpListener::from_std(listener)?, policy, audit, options)
+    }
+
+    fn serving(
+        listener: TcpListener,
+        policy: EgressPolicy,
+        audit: Arc<dyn AuditSink>,
+        options: ProxyOptions,
+    ) -> io::Result<Proxy> {
         let local_addr = listener.local_addr()?;
         Ok(Proxy {
             listener,

@@ -517,19 +517,6 @@ fn apply_mount(op: &MountOp, slots: &mut [RawFd]) -> Result<(), (i32, bool)> {
                 | libc::MS_NOEXEC;
             sys::mount(c"none", path, None, flags, None).map_err(hard)
         }
-        MountOp::ReadOnly { path } => {
-            match sys::mount(path, path, None, libc::MS_BIND | libc::MS_REC, None) {
-                Err(libc::ENOENT) => return Ok(()),
-                other => other.map_err(hard)?,
-            }
-            let flags = libc::MS_REMOUNT
-                | libc::MS_BIND
-                | libc::MS_RDONLY
-                | libc::MS_NOSUID
-                | libc::MS_NODEV
-                | libc::MS_NOEXEC;
-            sys::mount(c"none", path, None, flags, None).map_err(hard)
-        }
         MountOp::MaskFile { target } => {
             let source = c_mask_source();
             match sys::mount(source, target, None, libc::MS_BIND, None) {

@@ -813,10 +813,11 @@ impl Jail {
             }
             // A read-only home under a filesystem the sandbox replaces (/tmp, /run, ...) would
             // vanish with it: bind it back, read-only (its blocklist masks come after).
-            let replaced = ["/tmp", "/run", "/var/run", "/dev", "/proc", "/sys"];
             if fsp.home == HomeMode::ReadOnly
                 && home_exists
-                && replaced.iter().any(|r| home_canonical.starts_with(r))
+                && mounts::REPLACED
+                    .iter()
+                    .any(|r| home_canonical.starts_with(r))
             {
                 binds.push(Bind {
                     path: home_canonical.clone(),

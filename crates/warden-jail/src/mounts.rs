@@ -24,6 +24,10 @@ use crate::sys::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_A
 /// Device nodes bound into the sandbox's /dev.
 pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
+/// Host directories the sandbox's view replaces with fresh filesystems: host paths under
+/// them are invisible inside unless bound back.
+pub const REPLACED: &[&str] = &["/tmp", "/run", "/var/run", "/dev", "/proc", "/sys"];
+
 /// Where the empty file used to mask files lives until the masks are in place.
 pub const MASK_SOURCE: &str = "/tmp/.warden-mask";
 
@@ -92,12 +96,8 @@ pub enum MountOp {
         target: CString,
         link: CString,
     },
-    /// Bind `path` onto itself read-only; a missing path is skipped.
     /// Make an existing mount point read-only.
     RemountReadOnly {
-        path: CString,
-    },
-    ReadOnly {
         path: CString,
     },
     /// Cover a file with the empty mask file; a missing path is skipped.
@@ -133,7 +133,6 @@ impl MountOp {
             MountOp::Mkdir { path, .. } => format!("create the directory {}", s(path)),
             MountOp::Touch { path, .. } => format!("create the file {}", s(path)),
             MountOp::Symlink { link, .. } => format!("create the symlink {}", s(link)),
-            MountOp::ReadOnly { path } => format!("make {} read-only", s(path)),
             MountOp::RemountReadOnly { path } => format!("remount {} read-only", s(path)),
             MountOp::MaskFile { target } | MountOp::MaskDir { target } => {
                 format!("mask {}", s(target))

@@ -71,11 +71,16 @@ fn run(mut cmd: Command) -> Output {
     out
 }
 
+/// Runs `warden ARGS` in `dir` to the end (see [`run`]).
+fn run_in(dir: &Path, args: &[&str]) -> Output {
+    let mut cmd = warden();
+    cmd.current_dir(dir).args(args);
+    run(cmd)
+}
+
 fn bad_input(args: &[&str], expect: &[&str]) {
     let ws = tempfile::tempdir().unwrap();
-    let mut cmd = warden();
-    cmd.current_dir(ws.path()).args(args);
-    let out = run(cmd);
+    let out = run_in(ws.path(), args);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
     for e in expect {
@@ -180,28 +185,22 @@ fn unknown_layers_and_modes_list_the_accepted_names() {
 #[test]
 fn exit_codes_pass_through() {
     let ws = tempfile::tempdir().unwrap();
-    let mut cmd = warden();
-    cmd.current_dir(ws.path())
-        .args(["run", "--", "sh", "-c", "echo out; echo err >&2; exit 7"]);
-    let out = run(cmd);
+    let out = run_in(
+        ws.path(),
+        &["run", "--", "sh", "-c", "echo out; echo err >&2; exit 7"],
+    );
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(text(&out.stdout), "out\n");
     assert!(text(&out.stderr).contains("err"));
 
-    let mut cmd = warden();
-    cmd.current_dir(ws.path())
-        .args(["run", "--", "no-such-program"]);
-    let out = run(cmd);
+    let out = run_in(ws.path(), &["run", "--", "no-such-program"]);
     assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
 }
 
 #[test]
 fn a_signal_that_kills_the_command_kills_warden_the_same_way() {
     let ws = tempfile::tempdir().unwrap();
-    let mut cmd = warden();
-    cmd.current_dir(ws.path())
-        .args(["run", "--", "sh", "-c", "kill -TERM $$"]);
-    let out = run(cmd);
+    let out = run_in(ws.path(), &["run", "--", "sh", "-c", "kill -TERM $$"]);
     assert_eq!(
         out.status.signal(),
         Some(libc_sigterm()),
@@ -238,17 +237,18 @@ fn stdin_passes_through() {
 #[test]
 fn a_timeout_exits_124_and_says_so() {
     let ws = tempfile::tempdir().unwrap();
-    let mut cmd = warden();
-    cmd.current_dir(ws.path()).args([
-        "run",
-        "--timeout",
-        "1s",
-        "--",
-        "sh",
-        "-c",
-        "sleep 30 & sleep 30",
-    ]);
-    let out = run(cmd);
+    let out = run_in(
+        ws.path(),
+        &[
+            "run",
+            "--timeout",
+            "1s",
+            "--",
+            "sh",
+            "-c",
+            "sleep 30 & sleep 30",
+        ],
+    );
     assert_eq!(out.status.code(), Some(124));
     assert!(
         text(&out.stderr).contains("timed out"),
@@ -331,10 +331,10 @@ fn sleepers(token: &str) -> Vec<String> {
 fn the_report_describes_every_layer() {
     let ws = tempfile::tempdir().unwrap();
     let report = ws.path().join("report.json");
-    let mut cmd = warden();
-    cmd.current_dir(ws.path())
-        .args(["run", "--report", report.to_str().unwrap(), "--", "true"]);
-    let out = run(cmd);
+    let out = run_in(
+        ws.path(),
+        &["run", "--report", report.to_str().unwrap(), "--", "true"],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(v["termination"]["kind"], "exited");
@@ -347,9 +347,7 @@ fn the_report_describes_every_layer() {
 #[test]
 fn verbose_prints_the_layer_table() {
     let ws = tempfile::tempdir().unwrap();
-    let mut cmd = warden();
-    cmd.current_dir(ws.path()).args(["run", "-v", "--", "true"]);
-    let out = run(cmd);
+    let out = run_in(ws.path(), &["run", "-v", "--", "true"]);
     let err = text(&out.stderr);
     for layer in ["user-namespace", "landlock-fs", "seccomp", "cgroup-memory"] {
         assert!(err.contains(layer), "{layer} missing from:\n{err}");
@@ -359,10 +357,7 @@ fn verbose_prints_the_layer_table() {
 #[test]
 fn host_network_is_a_loud_opt_out() {
     let ws = tempfile::tempdir().unwrap();
-    let mut cmd = warden();
-    cmd.current_dir(ws.path())
-        .args(["run", "--network", "host", "--", "true"]);
-    let out = run(cmd);
+    let out = run_in(ws.path(), &["run", "--network", "host", "--", "true"]);
     assert!(out.status.success());
     assert!(
         text(&out.stderr).to_lowercase().contains("warning"),
@@ -502,23 +497,24 @@ fn proxy_mode_reaches_allowed_destinations_and_nothing_else() {
         "import urllib.request, os\nprint(os.environ['HTTPS_PROXY'])\ntry:\n    print(urllib.request.urlopen('http://localhost:{port}/', timeout=10).read().decode())\nexcept Exception as e:\n    print('ERROR', e)\n"
     );
     // Allowed: domain, port and the loopback range all named.
-    let mut cmd = warden();
-    cmd.current_dir(ws.path()).args([
-        "run",
-        "--allow-domain",
-        "localhost",
-        "--allow-cidr",
-        "127.0.0.0/8",
-        "--allow-port",
-        &p,
-        "--egress-log",
-        log.to_str().unwrap(),
-        "--",
-        "python3",
-        "-c",
-        &fetch,
-    ]);
-    let out = run(cmd);
+    let out = run_in(
+        ws.path(),
+        &[
+            "run",
+            "--allow-domain",
+            "localhost",
+            "--allow-cidr",
+            "127.0.0.0/8",
+            "--allow-port",
+            &p,
+            "--egress-log",
+            log.to_str().unwrap(),
+            "--",
+            "python3",
+            "-c",
+            &fetch,
+        ],
+    );
     let stdout = text(&out.stdout);
     assert!(
         stdout.contains("http://127.0.0.1:3128") && stdout.contains("hello"),
@@ -535,19 +531,20 @@ fn proxy_mode_reaches_allowed_destinations_and_nothing_else() {
     );
 
     // Another domain allowed instead: the proxy answers 403 and says how to allow it.
-    let mut cmd = warden();
-    cmd.current_dir(ws.path()).args([
-        "run",
-        "--allow-domain",
-        "example.com",
-        "--allow-port",
-        &p,
-        "--",
-        "python3",
-        "-c",
-        &fetch,
-    ]);
-    let out = run(cmd);
+    let out = run_in(
+        ws.path(),
+        &[
+            "run",
+            "--allow-domain",
+            "example.com",
+            "--allow-port",
+            &p,
+            "--",
+            "python3",
+            "-c",
+            &fetch,
+        ],
+    );
     assert!(
         text(&out.stdout).contains("ERROR HTTP Error 403"),
         "{}",
@@ -563,31 +560,44 @@ fn proxy_mode_reaches_allowed_destinations_and_nothing_else() {
     let direct = format!(
         "import socket\nfor target in [('127.0.0.1', {port}), ('1.1.1.1', 443)]:\n    try:\n        socket.create_connection(target, timeout=5); print('CONNECTED', target)\n    except OSError as e:\n        print('refused', target, e)\ntry:\n    socket.getaddrinfo('example.com', 80); print('RESOLVED')\nexcept OSError as e:\n    print('no dns', e)\n"
     );
-    let mut cmd = warden();
-    cmd.current_dir(ws.path()).args([
-        "run",
-        "--allow-domain",
-        "localhost",
-        "--allow-cidr",
-        "127.0.0.0/8",
-        "--allow-port",
-        &p,
-        "--",
-        "python3",
-        "-c",
-        &direct,
-    ]);
-    let out = run(cmd);
+    let out = run_in(
+        ws.path(),
+        &[
+            "run",
+            "--allow-domain",
+            "localhost",
+            "--allow-cidr",
+            "127.0.0.0/8",
+            "--allow-port",
+            &p,
+            "--",
+            "python3",
+            "-c",
+            &direct,
+        ],
+    );
     let s = text(&out.stdout);
     assert!(!s.contains("CONNECTED") && !s.contains("RESOLVED"), "{s}");
     assert_eq!(s.matches("refused").count(), 2, "{s}");
     assert!(s.contains("no dns"), "{s}");
-    let mut cmd = warden();
-    cmd.current_dir(ws.path()).args([
-        "run", "--allow-domain", "localhost", "--allow-cidr", "127.0.0.0/8", "--allow-port", &p, "--", "bash", "-c",
-        &format!("exec 3<>/dev/tcp/127.0.0.1/{port} && echo CONNECTED; if command -v curl >/dev/null; then curl -s --noproxy '*' http://127.0.0.1:{port}/ && echo CURL-CONNECTED; fi; true"),
-    ]);
-    let out = run(cmd);
+    let out = run_in(
+        ws.path(),
+        &[
+            "run",
+            "--allow-domain",
+            "localhost",
+            "--allow-cidr",
+            "127.0.0.0/8",
+            "--allow-port",
+            &p,
+            "--",
+            "bash",
+            "-c",
+            &format!(
+                "exec 3<>/dev/tcp/127.0.0.1/{port} && echo CONNECTED; if command -v curl >/dev/null; then curl -s --noproxy '*' http://127.0.0.1:{port}/ && echo CURL-CONNECTED; fi; true"
+            ),
+        ],
+    );
     assert!(
         !text(&out.stdout).contains("CONNECTED"),
         "{}",
@@ -598,17 +608,18 @@ fn proxy_mode_reaches_allowed_destinations_and_nothing_else() {
 #[test]
 fn proxy_mode_in_pod_isolation_is_refused_clearly() {
     let ws = tempfile::tempdir().unwrap();
-    let mut cmd = warden();
-    cmd.current_dir(ws.path()).args([
-        "run",
-        "--isolation",
-        "pod",
-        "--allow-domain",
-        "example.com",
-        "--",
-        "true",
-    ]);
-    let out = run(cmd);
+    let out = run_in(
+        ws.path(),
+        &[
+            "run",
+            "--isolation",
+            "pod",
+            "--allow-domain",
+            "example.com",
+            "--",
+            "true",
+        ],
+    );
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(69), "{err}");
     assert!(err.contains("pod isolation"), "{err}");
@@ -702,21 +713,22 @@ fn https_clients_tunnel_through_the_proxy_to_a_tls_server() {
     let script = format!(
         "curl -sS --cacert ca.pem https://localhost:{port}/; echo; python3 -c \"import ssl, urllib.request; c = ssl.create_default_context(cafile='ca.pem'); print(urllib.request.urlopen('https://localhost:{port}/', context=c, timeout=10).read().decode())\""
     );
-    let mut cmd = warden();
-    cmd.current_dir(dir).args([
-        "run",
-        "--allow-domain",
-        "localhost",
-        "--allow-cidr",
-        "127.0.0.0/8",
-        "--allow-port",
-        &port,
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]);
-    let out = run(cmd);
+    let out = run_in(
+        dir,
+        &[
+            "run",
+            "--allow-domain",
+            "localhost",
+            "--allow-cidr",
+            "127.0.0.0/8",
+            "--allow-port",
+            &port,
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
     let _ = server.kill();
     let _ = server.wait();
     let stdout = text(&out.stdout);

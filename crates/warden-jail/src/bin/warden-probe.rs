@@ -674,17 +674,41 @@ fn kill_init(token: &str) {
     );
 }
 
+/// `warden-probe sleep TOKEN`, ready to exec after a fork (nothing left to allocate).
+struct Sleeper {
+    exe: CString,
+    _args: [CString; 3],
+    argv: [*const libc::c_char; 4],
+}
+
+impl Sleeper {
+    fn new(token: &str) -> Sleeper {
+        let me = std::env::current_exe().expect("own path");
+        let args = [cstr("warden-probe"), cstr("sleep"), cstr(token)];
+        let argv = [
+            args[0].as_ptr(),
+            args[1].as_ptr(),
+            args[2].as_ptr(),
+            std::ptr::null(),
+        ];
+        Sleeper {
+            exe: cstr(&me.to_string_lossy()),
+            _args: args,
+            argv,
+        }
+    }
+
+    /// Replaces this process with the sleeper (returns only if execv failed).
+    fn exec(&self) {
+        // SAFETY: exe and argv point at C strings owned by self; argv ends with null.
+        unsafe { libc::execv(self.exe.as_ptr(), self.argv.as_ptr()) };
+    }
+}
+
 /// Starts daemons (fork, setsid, fork again; the middle process exits) that sleep: orphans,
 /// re-parented to the sandbox's init or to whatever reaps orphans.
 fn start_daemons(token: &str) {
-    let me = std::env::current_exe().expect("own path");
-    let exe = cstr(&me.to_string_lossy());
-    let argv_sleep = [cstr("warden-probe"), cstr("sleep"), cstr(token)];
-    let argv: Vec<*const libc::c_char> = argv_sleep
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain([std::ptr::null()])
-        .collect();
+    let sleeper = Sleeper::new(token);
     for _ in 0..2 {
         // SAFETY: the children only call async-signal-safe functions and exec or exit.
         unsafe {
@@ -692,7 +716,7 @@ fn start_daemons(token: &str) {
             if pid == 0 {
                 libc::setsid();
                 if libc::fork() == 0 {
-                    libc::execv(exe.as_ptr(), argv.as_ptr());
+                    sleeper.exec();
                     libc::_exit(127);
                 }
                 libc::_exit(0);
@@ -706,19 +730,12 @@ fn start_daemons(token: &str) {
 
 fn spawn_tree(token: &str) {
     start_daemons(token);
-    let me = std::env::current_exe().expect("own path");
-    let exe = cstr(&me.to_string_lossy());
-    let argv_sleep = [cstr("warden-probe"), cstr("sleep"), cstr(token)];
-    let argv: Vec<*const libc::c_char> = argv_sleep
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain([std::ptr::null()])
-        .collect();
+    let sleeper = Sleeper::new(token);
     // And a plain child.
     // SAFETY: the child only execs or exits.
     unsafe {
         if libc::fork() == 0 {
-            libc::execv(exe.as_ptr(), argv.as_ptr());
+            sleeper.exec();
             libc::_exit(127);
         }
     }
