@@ -5,8 +5,15 @@
 //! opening a CONNECT tunnel plus one round trip; requests per second with several clients;
 //! upload throughput of 1 GiB through a tunnel; the proxy's RSS with 1,000 tunnels open.
 //!
-//! Usage: warden-bench-egress [--requests N] [--gib N] [--tunnels N] [--markdown]
-//! (and, internally, `warden-bench-egress serve-warden PORT...` runs warden's proxy).
+//! The measurements run in rounds, and in every round each figure is taken for the direct
+//! path and for each proxy in turn (the order rotating from round to round), so that a slow
+//! spell of the machine hits every contender alike. Latency samples are pooled over the
+//! rounds; requests per second and throughput are the median of the rounds.
+//!
+//! Usage: warden-bench-egress [--requests N] [--gib N] [--tunnels N] [--rounds N] [--markdown]
+//! [--also NAME=BENCH-BINARY]... (and, internally, `warden-bench-egress serve-warden PORT...`
+//! runs warden's proxy). `--also` adds another build of warden's proxy as a contender, such as
+//! this benchmark built from an earlier commit, for a before/after in the same run.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -25,7 +32,9 @@ fn main() {
     let mut requests = 5000usize;
     let mut gib = 1u64;
     let mut tunnels = 1000usize;
+    let mut rounds = 5usize;
     let mut markdown = false;
+    let mut also: Vec<(String, PathBuf)> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -37,10 +46,22 @@ fn main() {
             }
             "--gib" => gib = it.next().and_then(|v| v.parse().ok()).expect("--gib N"),
             "--tunnels" => tunnels = it.next().and_then(|v| v.parse().ok()).expect("--tunnels N"),
+            "--rounds" => {
+                rounds = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&n| n > 0)
+                    .expect("--rounds N (at least 1)")
+            }
             "--markdown" => markdown = true,
+            "--also" => {
+                let spec = it.next().expect("--also NAME=BENCH-BINARY");
+                let (name, path) = spec.split_once('=').expect("--also NAME=BENCH-BINARY");
+                also.push((name.to_string(), PathBuf::from(path)));
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: warden-bench-egress [--requests N] [--gib N] [--tunnels N] [--markdown]"
+                    "usage: warden-bench-egress [--requests N] [--gib N] [--tunnels N] [--rounds N] [--markdown] [--also NAME=BENCH-BINARY]..."
                 );
                 return;
             }
@@ -56,16 +77,18 @@ fn main() {
     std::fs::create_dir_all(&work).unwrap();
 
     let mut proxies: Vec<(String, Child, u16)> = Vec::new();
-    let wp = free_port();
     let exe = std::env::current_exe().unwrap();
-    let mut args = vec!["serve-warden".to_string(), wp.to_string()];
-    args.extend(ports.iter().map(|p| p.to_string()));
-    let child = with_parent_death(&exe)
-        .args(&args)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("warden proxy");
-    proxies.push(("warden".into(), child, wp));
+    for (name, bench) in std::iter::once(("warden".to_string(), exe)).chain(also) {
+        let port = free_port();
+        let mut args = vec!["serve-warden".to_string(), port.to_string()];
+        args.extend(ports.iter().map(|p| p.to_string()));
+        let child = with_parent_death(&bench)
+            .args(&args)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name} ({}): {e}", bench.display()));
+        proxies.push((name, child, port));
+    }
     match start_squid(&work, &ports) {
         Some((child, port)) => proxies.push(("squid".into(), child, port)),
         None => eprintln!("warning: squid not found or did not start; only warden is measured"),
@@ -74,30 +97,62 @@ fn main() {
         wait_listening(*port).unwrap_or_else(|| panic!("{name} did not start listening"));
     }
 
-    // Direct baselines.
-    let direct_http = http_latencies(None, http, requests);
-    let direct_connect = connect_latencies(None, echo, requests / 5);
+    // Every figure, round by round: the direct path and each proxy in turn, the order
+    // rotating so that no contender always goes first or last.
+    let per_round = requests.div_ceil(rounds);
+    let mut direct_http = Vec::new();
+    let mut direct_connect = Vec::new();
+    let mut results: Vec<Figures> = proxies
+        .iter()
+        .map(|(name, _, _)| Figures::new(name))
+        .collect();
+    for round in 0..rounds {
+        let mut order: Vec<Option<usize>> = std::iter::once(None)
+            .chain((0..proxies.len()).map(Some))
+            .collect();
+        let contenders = order.len();
+        order.rotate_left(round % contenders);
+        for &who in &order {
+            let proxy = who.map(|i| proxies[i].2);
+            let lat = http_latencies(proxy, http, per_round);
+            let tun = connect_latencies(proxy, echo, per_round / 5);
+            match who {
+                None => {
+                    direct_http.extend(lat);
+                    direct_connect.extend(tun);
+                }
+                Some(i) => {
+                    results[i].http.extend(lat);
+                    results[i].connect.extend(tun);
+                }
+            }
+        }
+        for &i in order.iter().flatten() {
+            let port = proxies[i].2;
+            results[i]
+                .rps
+                .push(requests_per_second(port, http, 8, Duration::from_secs(3)));
+        }
+        for &i in order.iter().flatten() {
+            let port = proxies[i].2;
+            results[i].mbps.push(tunnel_throughput(port, sink, gib));
+        }
+    }
+    for (i, (_, child, port)) in proxies.iter().enumerate() {
+        results[i].rss_kib = rss_with_tunnels(*port, echo, tunnels, child.id());
+    }
 
     let mut rows: Vec<Vec<String>> = Vec::new();
-    let mut results = Vec::new();
-    for (name, child, port) in &proxies {
-        let lat = http_latencies(Some(*port), http, requests);
-        let tun = connect_latencies(Some(*port), echo, requests / 5);
-        let rps = requests_per_second(*port, http, 8, Duration::from_secs(3));
-        let mbps = tunnel_throughput(*port, sink, gib);
-        let rss = rss_with_tunnels(*port, echo, tunnels, child.id());
-        results.push((name.clone(), lat, tun, rps, mbps, rss));
-    }
-    for (name, lat, tun, rps, mbps, rss) in &results {
+    for f in &results {
         rows.push(vec![
-            name.clone(),
-            format!("{:.0}", rps),
-            us(added(lat, &direct_http, 50.0)),
-            us(added(lat, &direct_http, 99.0)),
-            us(added(tun, &direct_connect, 50.0)),
-            us(added(tun, &direct_connect, 99.0)),
-            format!("{:.0}", mbps),
-            format!("{:.1}", *rss as f64 / 1024.0),
+            f.name.clone(),
+            format!("{:.0}", median(&f.rps)),
+            us(added(&f.http, &direct_http, 50.0)),
+            us(added(&f.http, &direct_http, 99.0)),
+            us(added(&f.connect, &direct_connect, 50.0)),
+            us(added(&f.connect, &direct_connect, 99.0)),
+            format!("{:.0}", median(&f.mbps)),
+            format!("{:.1}", f.rss_kib as f64 / 1024.0),
         ]);
     }
     let header = [
@@ -122,15 +177,43 @@ fn main() {
             println!("{}", r.join("\t"));
         }
     }
-    if results.len() == 2 {
-        let (w, s) = (&results[0], &results[1]);
+    if let Some(q) = results.iter().find(|f| f.name == "squid") {
+        let ratio = |a: f64, b: f64| a / b;
+        println!();
+        for w in results.iter().filter(|f| f.name != "squid") {
+            println!(
+                "{} vs squid ({rounds} rounds): req/s {:.2}x, HTTP added p50 {:.2}x, p99 {:.2}x, \
+                 CONNECT added p50 {:.2}x, p99 {:.2}x, throughput {:.2}x, RSS {:.2}x",
+                w.name,
+                ratio(median(&w.rps), median(&q.rps)),
+                ratio(
+                    added(&w.http, &direct_http, 50.0),
+                    added(&q.http, &direct_http, 50.0)
+                ),
+                ratio(
+                    added(&w.http, &direct_http, 99.0),
+                    added(&q.http, &direct_http, 99.0)
+                ),
+                ratio(
+                    added(&w.connect, &direct_connect, 50.0),
+                    added(&q.connect, &direct_connect, 50.0)
+                ),
+                ratio(
+                    added(&w.connect, &direct_connect, 99.0),
+                    added(&q.connect, &direct_connect, 99.0)
+                ),
+                ratio(median(&w.mbps), median(&q.mbps)),
+                w.rss_kib as f64 / q.rss_kib as f64,
+            );
+        }
+        println!("(higher is better for req/s and throughput, lower for latency and RSS)");
+    }
+    for f in &results {
         println!(
-            "\nwarden vs squid: req/s {:.2}x, HTTP added p50 {:.2}x, CONNECT added p50 {:.2}x, throughput {:.2}x, RSS {:.2}x (lower is better for latency and RSS)",
-            w.3 / s.3,
-            added(&w.1, &direct_http, 50.0) / added(&s.1, &direct_http, 50.0),
-            added(&w.2, &direct_connect, 50.0) / added(&s.2, &direct_connect, 50.0),
-            w.4 / s.4,
-            w.5 as f64 / s.5 as f64,
+            "per round, {}: req/s {:?}, MiB/s {:?}",
+            f.name,
+            rounded(&f.rps),
+            rounded(&f.mbps)
         );
     }
     for (_, mut child, _) in proxies {
@@ -138,6 +221,44 @@ fn main() {
         let _ = child.wait();
     }
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// One proxy's measurements, accumulated over the rounds.
+struct Figures {
+    name: String,
+    http: Vec<Duration>,
+    connect: Vec<Duration>,
+    rps: Vec<f64>,
+    mbps: Vec<f64>,
+    rss_kib: u64,
+}
+
+impl Figures {
+    fn new(name: &str) -> Self {
+        Figures {
+            name: name.to_string(),
+            http: Vec::new(),
+            connect: Vec::new(),
+            rps: Vec::new(),
+            mbps: Vec::new(),
+            rss_kib: 0,
+        }
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len().is_multiple_of(2) {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    }
+}
+
+fn rounded(values: &[f64]) -> Vec<u64> {
+    values.iter().map(|v| v.round() as u64).collect()
 }
 
 fn us(d: f64) -> String {

@@ -48,6 +48,10 @@ pub fn rfc3339(time: SystemTime) -> String {
 /// Where audit events go. Called once per decision, from the proxy's tasks: keep it quick.
 pub trait AuditSink: Send + Sync + 'static {
     fn record(&self, event: AuditEvent);
+    /// A CONNECT tunnel was established; its event is recorded when it closes.
+    fn tunnel_opened(&self) {}
+    /// The tunnel of an earlier [`tunnel_opened`](Self::tunnel_opened) closed.
+    fn tunnel_closed(&self) {}
 }
 
 /// Writes each event as one JSON line to a writer (a file, `std::io::stderr()`, a buffer).

@@ -35,19 +35,32 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod client;
+mod credential;
 mod forward;
 mod host;
+mod metrics;
 mod policy;
 mod proxy;
+mod route;
 mod screen;
+mod token_exchange;
 mod tunnel;
 mod upstream;
 
 pub use audit::{AuditEvent, AuditSink, ChannelSink, WriterSink, rfc3339};
+pub use client::{ClientError, HttpClient};
+pub use credential::{
+    CredentialError, CredentialSource, EnvLookup, Secret, SecretFuture, StaticCredential,
+    credential_source, read_secret,
+};
 pub use host::{HostError, TargetHost};
+pub use metrics::{Metrics, MetricsSink, serve_admin};
 pub use policy::{DEFAULT_PORTS, Decision, DomainRule, EgressPolicy, PolicyError, Verdict};
 pub use proxy::{Proxy, ProxyHandle, ProxyOptions};
+pub use route::{RouteError, Routes};
 pub use screen::{AddressClass, Screening, classify, screen_address};
+pub use token_exchange::TokenExchange;
 pub use upstream::{
     Resolve, ResolveFuture, SystemResolver, UpstreamError, connect_upstream, permitted_addresses,
 };

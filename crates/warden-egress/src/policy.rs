@@ -493,8 +493,11 @@ mod tests {
 
     #[test]
     fn rejects_bad_entries_with_clear_errors() {
-        let e = EgressPolicy::new().allow_domain("bücher.de").unwrap_err();
-        assert!(e.to_string().contains("ASCII form (xn--...)"), "{e}");
+        // Internationalised names are normalised to their xn-- form, not refused.
+        let p = EgressPolicy::new().allow_domain("bücher.de").unwrap();
+        assert!(p.decide("xn--bcher-kva.de", 443).is_allowed());
+        let e = EgressPolicy::new().allow_domain("bü cher.de").unwrap_err();
+        assert!(e.to_string().contains("not a domain pattern"), "{e}");
         let e = EgressPolicy::new().deny_domain("a.*.com").unwrap_err();
         assert!(e.to_string().contains("`*` to allow every domain"), "{e}");
         let e = EgressPolicy::new().allow_cidr("10.0.0.0/33").unwrap_err();

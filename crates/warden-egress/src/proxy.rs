@@ -21,16 +21,19 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 
 use crate::audit::{AuditEvent, AuditSink, rfc3339};
+use crate::forward::UpstreamPool;
 use crate::host::TargetHost;
 use crate::policy::{Decision, EgressPolicy, Verdict};
+use crate::route::Routes;
 use crate::screen::AddressClass;
 use crate::tunnel::TunnelJob;
-use crate::upstream::{Resolve, SystemResolver, UpstreamError};
+use crate::upstream::{CachingResolver, Resolve, SystemResolver, UpstreamError};
 
 /// The body type of every response the proxy sends.
 pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -45,12 +48,32 @@ pub struct ProxyOptions {
     pub sandbox_id: String,
     /// A client must finish sending a request head within this time, counted from when the
     /// proxy starts waiting for it (connection start, or the end of the previous response);
-    /// otherwise the connection is closed. Default 10 s.
+    /// otherwise the connection is closed. This is also how long a kept-alive client
+    /// connection may sit idle between requests. Default 10 s.
     pub header_read_timeout: Duration,
-    /// The largest request head accepted; a bigger one gets 431. At least 8 KiB. Default 64 KiB.
+    /// The longest a client may pause while sending a request body; then the request is
+    /// abandoned with 408 and the connection closed. Default 60 s.
+    pub body_read_timeout: Duration,
+    /// The largest request head accepted; a bigger one gets 431. It also bounds an upstream's
+    /// response head (a bigger one gets 502) and so the read buffer of every connection. At
+    /// least 8 KiB. Default 64 KiB.
     pub max_header_bytes: usize,
     /// Limit for resolving and connecting to an upstream. Default 10 s.
     pub connect_timeout: Duration,
+    /// How long the proxy keeps the system resolver's answer for a name, so that a client
+    /// opening many connections to one host does not wait for a lookup each time. Every
+    /// connection still screens the address it dials. Zero asks every time. A resolver given
+    /// with [`Proxy::with_resolver`] is used as it is. Default 30 s.
+    pub dns_cache_ttl: Duration,
+    /// A kept-alive upstream connection unused for this long is closed; zero keeps none.
+    /// Default 60 s.
+    pub upstream_idle_timeout: Duration,
+    /// A CONNECT tunnel that carries no byte either way for this long is closed. Default
+    /// 10 min.
+    pub tunnel_idle_timeout: Duration,
+    /// The most client connections (tunnels included) served at once. One more is answered
+    /// 503 and closed straight away. At least 1. Default 1024.
+    pub max_connections: usize,
 }
 
 impl ProxyOptions {
@@ -58,8 +81,13 @@ impl ProxyOptions {
         ProxyOptions {
             sandbox_id: sandbox_id.into(),
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(60),
             max_header_bytes: 64 * 1024,
             connect_timeout: Duration::from_secs(10),
+            dns_cache_ttl: Duration::from_secs(30),
+            upstream_idle_timeout: Duration::from_secs(60),
+            tunnel_idle_timeout: Duration::from_secs(600),
+            max_connections: 1024,
         }
     }
 
@@ -77,6 +105,31 @@ impl ProxyOptions {
         self.connect_timeout = limit;
         self
     }
+
+    pub fn dns_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.dns_cache_ttl = ttl;
+        self
+    }
+
+    pub fn body_read_timeout(mut self, limit: Duration) -> Self {
+        self.body_read_timeout = limit;
+        self
+    }
+
+    pub fn upstream_idle_timeout(mut self, limit: Duration) -> Self {
+        self.upstream_idle_timeout = limit;
+        self
+    }
+
+    pub fn tunnel_idle_timeout(mut self, limit: Duration) -> Self {
+        self.tunnel_idle_timeout = limit;
+        self
+    }
+
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections;
+        self
+    }
 }
 
 /// What every connection task shares.
@@ -85,6 +138,9 @@ pub(crate) struct Shared {
     pub(crate) options: ProxyOptions,
     pub(crate) audit: Arc<dyn AuditSink>,
     pub(crate) resolver: Arc<dyn Resolve>,
+    pub(crate) routes: Routes,
+    /// Kept-alive upstream connections for forwarded requests.
+    pub(crate) pool: UpstreamPool,
 }
 
 /// A bound, not yet serving, egress proxy.
@@ -137,21 +193,32 @@ impl Proxy {
         options: ProxyOptions,
     ) -> io::Result<Proxy> {
         let local_addr = listener.local_addr()?;
+        let pool = UpstreamPool::new(options.upstream_idle_timeout);
+        let resolver = Arc::new(CachingResolver::new(SystemResolver, options.dns_cache_ttl));
         Ok(Proxy {
             listener,
             local_addr,
             shared: Shared {
+                pool,
                 policy,
                 options,
                 audit,
-                resolver: Arc::new(SystemResolver),
+                resolver,
+                routes: Routes::default(),
             },
         })
     }
 
     /// Replaces the system resolver (for tests, or a resolver that answers only some names).
+    /// It is asked for every upstream connection: the proxy's cache is not put in front of it.
     pub fn with_resolver(mut self, resolver: Arc<dyn Resolve>) -> Self {
         self.shared.resolver = resolver;
+        self
+    }
+
+    /// Serves credential routes besides forwarding (see [`Routes`]).
+    pub fn with_routes(mut self, routes: Routes) -> Self {
+        self.shared.routes = routes;
         self
     }
 
@@ -167,15 +234,40 @@ impl Proxy {
             listener, shared, ..
         } = self;
         let shared = Arc::new(shared);
+        let limit = shared
+            .options
+            .max_connections
+            .clamp(1, Semaphore::MAX_PERMITS);
+        let slots = Arc::new(Semaphore::new(limit));
+        let mut last_refusal_logged: Option<Instant> = None;
         let mut connections = JoinSet::new();
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                            refuse_busy(stream, limit);
+                            // Sandboxed code can trigger this: log it at most every 10 s.
+                            let quiet = Duration::from_secs(10);
+                            if last_refusal_logged.is_none_or(|at| at.elapsed() >= quiet) {
+                                last_refusal_logged = Some(Instant::now());
+                                tracing::warn!(
+                                    limit,
+                                    "egress proxy at its connection limit; answering 503"
+                                );
+                            }
+                            continue;
+                        };
                         let _ = stream.set_nodelay(true);
                         let shared = Arc::clone(&shared);
                         let span = tracing::debug_span!("egress_connection", %peer);
-                        connections.spawn(serve_connection(shared, stream).instrument(span));
+                        connections.spawn(
+                            async move {
+                                serve_connection(shared, stream).await;
+                                drop(slot);
+                            }
+                            .instrument(span),
+                        );
                     }
                     Err(e) => {
                         // Out of descriptors and the like: back off instead of spinning.
@@ -224,6 +316,32 @@ impl Drop for ProxyHandle {
     }
 }
 
+/// Answers a connection over the limit with 503 and closes it, without waiting for anything:
+/// whatever the client already sent is read and dropped first, so that closing does not
+/// reset the connection under the answer.
+fn refuse_busy(stream: TcpStream, limit: usize) {
+    let body = format!(
+        "warden: the egress proxy is serving its limit of {limit} connections; close one and \
+         retry\n"
+    );
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut scratch = [0u8; 4096];
+    for _ in 0..16 {
+        match stream.try_read(&mut scratch) {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+    }
+    let _ = stream.try_write(response.as_bytes());
+    if let Ok(stream) = stream.into_std() {
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+    }
+}
+
 /// Serves one client connection: HTTP/1.1 requests, then the tunnel if one was opened.
 async fn serve_connection<I>(shared: Arc<Shared>, io: I)
 where
@@ -250,6 +368,8 @@ where
     // stopping the proxy stops the tunnel too.
     let job = tunnel_slot.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(job) = job {
+        shared.audit.tunnel_opened();
+        let _closed = TunnelClosed(&*shared.audit);
         job.run().await;
     }
 }
@@ -270,12 +390,25 @@ async fn handle(
         crate::tunnel::open(shared, tunnel_slot, req, exchange)
             .instrument(span)
             .await
+    } else if shared.routes.claims(req.uri()) {
+        crate::route::serve(&shared.routes, req, exchange)
+            .instrument(span)
+            .await
     } else {
         crate::forward::forward(shared, req, exchange)
             .instrument(span)
             .await
     };
     Ok(response)
+}
+
+/// Reports a tunnel closed when dropped, so a tunnel cut short by the proxy stopping counts too.
+struct TunnelClosed<'a>(&'a dyn AuditSink);
+
+impl Drop for TunnelClosed<'_> {
+    fn drop(&mut self) {
+        self.0.tunnel_closed();
+    }
 }
 
 /// A plain-text response from the proxy itself.

@@ -33,21 +33,32 @@ const HANG_GUARD: Duration = Duration::from_secs(30);
 // Local servers
 
 /// An HTTP server on 127.0.0.1 that answers with a JSON description of the request it got.
-/// `/status/N` answers with status N. Counts the requests it served.
+/// `/status/N` answers with status N. Counts the requests it served, the connections it
+/// accepted and those that have closed since.
 struct Upstream {
     addr: SocketAddr,
     hits: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
 }
 
 async fn start_upstream() -> Upstream {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&hits);
+    let connections = Arc::new(AtomicUsize::new(0));
+    let closed = Arc::new(AtomicUsize::new(0));
+    let (counter, accepted, ended) = (
+        Arc::clone(&hits),
+        Arc::clone(&connections),
+        Arc::clone(&closed),
+    );
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
+            accepted.fetch_add(1, Ordering::SeqCst);
             let counter = Arc::clone(&counter);
+            let ended = Arc::clone(&ended);
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     counter.fetch_add(1, Ordering::SeqCst);
@@ -56,10 +67,56 @@ async fn start_upstream() -> Upstream {
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
+                ended.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
-    Upstream { addr, hits }
+    Upstream {
+        addr,
+        hits,
+        connections,
+        closed,
+    }
+}
+
+/// A raw TCP server on 127.0.0.1 that reads one request head per connection, writes
+/// `response` and closes the connection (without announcing it). Counts the connections.
+async fn start_raw_upstream(response: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::clone(&connections);
+    let response: Arc<[u8]> = response.into();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            accepted.fetch_add(1, Ordering::SeqCst);
+            let response = Arc::clone(&response);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let _ = stream.write_all(&response).await;
+            });
+        }
+    });
+    (addr, connections)
+}
+
+/// Waits until `counter` reaches `want`; only a hang guard bounds the wait.
+async fn wait_for(counter: &AtomicUsize, want: usize) {
+    tokio::time::timeout(HANG_GUARD, async {
+        while counter.load(Ordering::SeqCst) < want {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the count stayed at {}", counter.load(Ordering::SeqCst)));
 }
 
 async fn describe_request(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -798,4 +855,359 @@ async fn unreachable_upstream_gets_502_and_an_allowed_event_with_the_error() {
     let event = h.next_event().await;
     assert_eq!((event.verdict, event.status), (Decision::Allowed, 502));
     assert!(event.error.is_some_and(|e| e.contains("could not connect")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kept-alive upstream connections
+
+#[tokio::test]
+async fn kept_alive_upstream_connections_are_reused_for_the_same_target_only() {
+    let upstream = start_upstream().await;
+    let port = upstream.addr.port();
+    let mut h = Harness::start(loopback_policy(&[port])).await;
+
+    // Two clients, one after the other, on their own connections: one upstream connection.
+    for _ in 0..2 {
+        let response = h
+            .exchange(&format!(
+                "GET http://localhost:{port}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            ))
+            .await;
+        assert_eq!(response.status, 200, "{response:?}");
+        let event = h.next_event().await;
+        assert_eq!(event.address, Some(upstream.addr.to_string()));
+        assert_eq!(event.bytes_down, response.body.len() as u64);
+    }
+    assert_eq!(upstream.hits.load(Ordering::SeqCst), 2);
+    assert_eq!(upstream.connections.load(Ordering::SeqCst), 1);
+
+    // The same address under another name is another target: a connection of its own.
+    let response = h
+        .exchange(&format!(
+            "GET http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        ))
+        .await;
+    assert_eq!(response.status, 200);
+    assert_eq!(upstream.connections.load(Ordering::SeqCst), 2);
+
+    // A denied request on a kept-alive client connection never reaches a pooled connection.
+    let mut stream = h.connect().await;
+    stream
+        .write_all(b"GET http://evil.example/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut stream).await.status, 403);
+    assert_eq!(upstream.hits.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn an_upstream_connection_idle_for_the_limit_is_closed() {
+    let upstream = start_upstream().await;
+    let port = upstream.addr.port();
+    let options =
+        ProxyOptions::new("sandbox-test").upstream_idle_timeout(Duration::from_millis(200));
+    let h = Harness::start_with(loopback_policy(&[port]), options).await;
+    let request =
+        format!("GET http://localhost:{port}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+
+    assert_eq!(h.exchange(&request).await.status, 200);
+    // The proxy closes the kept-alive connection once it has been idle for the limit ...
+    wait_for(&upstream.closed, 1).await;
+    // ... and the next request dials a fresh one.
+    assert_eq!(h.exchange(&request).await.status, 200);
+    assert_eq!(upstream.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn an_upstream_that_drops_kept_alive_connections_does_not_fail_requests() {
+    // Each connection answers once and then closes without a `Connection: close`.
+    let (addr, connections) =
+        start_raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()).await;
+    let port = addr.port();
+    let h = Harness::start(loopback_policy(&[port])).await;
+    let mut stream = h.connect().await;
+
+    for _ in 0..5 {
+        stream
+            .write_all(
+                format!("GET http://localhost:{port}/ HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
+        let response = read_response(&mut stream).await;
+        assert_eq!((response.status, response.body.as_str()), (200, "ok"));
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 5);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Limits and timeouts
+
+#[tokio::test]
+async fn an_oversized_response_head_gets_502() {
+    let mut response = b"HTTP/1.1 200 OK\r\nX-Big: ".to_vec();
+    response.extend(std::iter::repeat_n(b'a', 20 * 1024));
+    response.extend(b"\r\nContent-Length: 0\r\n\r\n");
+    let (addr, _) = start_raw_upstream(response).await;
+    let port = addr.port();
+    let options = ProxyOptions::new("sandbox-test").max_header_bytes(16 * 1024);
+    let mut h = Harness::start_with(loopback_policy(&[port]), options).await;
+
+    let response = h
+        .exchange(&format!(
+            "GET http://localhost:{port}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        ))
+        .await;
+
+    assert_eq!(response.status, 502, "{response:?}");
+    assert!(
+        response.body.contains("the upstream failed"),
+        "{}",
+        response.body
+    );
+    let event = h.next_event().await;
+    assert_eq!((event.verdict, event.status), (Decision::Allowed, 502));
+}
+
+#[tokio::test]
+async fn a_stalled_request_body_gets_408_and_the_connection_closes() {
+    let upstream = start_upstream().await;
+    let port = upstream.addr.port();
+    let options = ProxyOptions::new("sandbox-test").body_read_timeout(Duration::from_millis(200));
+    let mut h = Harness::start_with(loopback_policy(&[port]), options).await;
+    let mut stream = h.connect().await;
+
+    // 10 bytes of the 100 announced, then nothing.
+    stream
+        .write_all(
+            format!(
+                "POST http://localhost:{port}/upload HTTP/1.1\r\nHost: x\r\n\
+                 Content-Length: 100\r\n\r\n0123456789"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let response = read_response(&mut stream).await;
+
+    assert_eq!(response.status, 408, "{response:?}");
+    assert!(
+        response
+            .body
+            .starts_with("warden: the client sent no more of the request body"),
+        "{}",
+        response.body
+    );
+    assert!(read_until_closed(&mut stream).await.is_empty());
+    let event = h.next_event().await;
+    assert_eq!((event.verdict, event.status), (Decision::Allowed, 408));
+    assert_eq!(event.bytes_up, 10);
+    assert!(
+        event
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("request body")),
+        "{:?}",
+        event.error
+    );
+}
+
+#[tokio::test]
+async fn a_kept_alive_client_connection_left_idle_is_closed() {
+    let upstream = start_upstream().await;
+    let port = upstream.addr.port();
+    let options = ProxyOptions::new("sandbox-test").header_read_timeout(Duration::from_millis(200));
+    let h = Harness::start_with(loopback_policy(&[port]), options).await;
+    let mut stream = h.connect().await;
+
+    stream
+        .write_all(format!("GET http://localhost:{port}/ HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut stream).await.status, 200);
+    // No next request: the proxy closes the connection.
+    let rest = read_until_closed(&mut stream).await;
+    assert!(
+        rest.is_empty() || rest.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+}
+
+#[tokio::test]
+async fn a_tunnel_idle_for_the_limit_is_closed_and_audited() {
+    let echo = start_echo().await;
+    let options = ProxyOptions::new("sandbox-test").tunnel_idle_timeout(Duration::from_millis(200));
+    let mut h = Harness::start_with(loopback_policy(&[echo.port()]), options).await;
+    let mut stream = h.connect().await;
+    stream
+        .write_all(
+            format!(
+                "CONNECT localhost:{} HTTP/1.1\r\nHost: x\r\n\r\n",
+                echo.port()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert!(read_head(&mut stream).await.starts_with("HTTP/1.1 200"));
+    stream.write_all(b"ping").await.unwrap();
+    let mut back = [0u8; 4];
+    stream.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"ping");
+
+    // Then silence both ways: the proxy closes the tunnel.
+    assert!(read_until_closed(&mut stream).await.is_empty());
+    let event = h.next_event().await;
+    assert_eq!(
+        (event.status, event.bytes_up, event.bytes_down),
+        (200, 4, 4)
+    );
+    assert!(
+        event
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("no byte either way")),
+        "{:?}",
+        event.error
+    );
+}
+
+#[tokio::test]
+async fn a_tunnel_carries_megabytes_intact_both_ways() {
+    let echo = start_echo().await;
+    let mut h = Harness::start(loopback_policy(&[echo.port()])).await;
+    let stream = h.connect().await;
+    let (mut read, mut write) = stream.into_split();
+    write
+        .write_all(
+            format!(
+                "CONNECT localhost:{} HTTP/1.1\r\nHost: x\r\n\r\n",
+                echo.port()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        read.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"));
+
+    let payload: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let sending = async {
+        write.write_all(&payload).await.unwrap();
+        write.shutdown().await.unwrap();
+    };
+    let receiving = async {
+        let mut echoed = Vec::new();
+        tokio::time::timeout(HANG_GUARD, read.read_to_end(&mut echoed))
+            .await
+            .expect("the echo")
+            .unwrap();
+        echoed
+    };
+    let ((), echoed) = tokio::join!(sending, receiving);
+    assert!(echoed == payload, "the echo differs from what was sent");
+    let event = h.next_event().await;
+    assert_eq!(
+        (event.bytes_up, event.bytes_down, event.error),
+        (payload.len() as u64, payload.len() as u64, None)
+    );
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_get_503_and_a_freed_slot_is_reused() {
+    let upstream = start_upstream().await;
+    let port = upstream.addr.port();
+    let options = ProxyOptions::new("sandbox-test").max_connections(2);
+    let h = Harness::start_with(loopback_policy(&[port]), options).await;
+    let request = format!("GET http://localhost:{port}/ HTTP/1.1\r\nHost: x\r\n\r\n");
+
+    // Two kept-alive connections, each proven served.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = h.connect().await;
+        stream.write_all(request.as_bytes()).await.unwrap();
+        assert_eq!(read_response(&mut stream).await.status, 200);
+        held.push(stream);
+    }
+
+    // A third is answered 503 without being read, and closed.
+    let mut third = h.connect().await;
+    let refused = read_response(&mut third).await;
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert_eq!(
+        refused.headers.get("connection").map(String::as_str),
+        Some("close")
+    );
+    assert!(
+        refused.body.contains("limit of 2 connections"),
+        "{}",
+        refused.body
+    );
+    assert!(read_until_closed(&mut third).await.is_empty());
+
+    // The held connections are still served.
+    held[0].write_all(request.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut held[0]).await.status, 200);
+
+    // Once one closes, its slot serves a new connection (as soon as the proxy has noticed).
+    drop(held.pop());
+    let closing =
+        format!("GET http://localhost:{port}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let status = tokio::time::timeout(HANG_GUARD, async {
+        loop {
+            let mut stream = h.connect().await;
+            // A refused connection may be closed before the request is written.
+            let _ = stream.write_all(closing.as_bytes()).await;
+            let answer = read_until_closed(&mut stream).await;
+            let text = String::from_utf8_lossy(&answer).into_owned();
+            if !text.starts_with("HTTP/1.1 503") {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("a freed slot");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+}
+
+#[tokio::test]
+async fn slow_and_stalled_clients_do_not_hold_up_others() {
+    let upstream = start_upstream().await;
+    let port = upstream.addr.port();
+    let h = Harness::start(loopback_policy(&[port])).await;
+
+    // One client stops halfway through its request head, another halfway through its body.
+    let mut slow_head = h.connect().await;
+    slow_head
+        .write_all(b"GET http://localhost/ HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let mut slow_body = h.connect().await;
+    slow_body
+        .write_all(
+            format!(
+                "POST http://localhost:{port}/ HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+
+    // Meanwhile everyone else is served as usual.
+    for _ in 0..3 {
+        let response = h
+            .exchange(&format!(
+                "GET http://localhost:{port}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            ))
+            .await;
+        assert_eq!(response.status, 200);
+    }
+    drop((slow_head, slow_body));
 }

@@ -71,6 +71,10 @@ pub struct JailConfig {
 pub struct EgressBridge {
     pub port: u16,
     pub listener: std::sync::mpsc::Sender<OwnedFd>,
+    /// Variables that point the sandbox's clients at the proxy (`HTTPS_PROXY`, route URLs,
+    /// git's `GIT_CONFIG_*` rewrites). Set by warden, not the user, so the injection rule of
+    /// `environment.set` does not apply; they win over any value the policy sets.
+    pub env: Vec<(String, String)>,
 }
 
 /// Why a sandbox could not run.
@@ -426,14 +430,19 @@ impl Jail {
                 let _ = fs::remove_dir_all(s);
             }
         };
+        let bridge_env = config.egress.iter().flat_map(|b| {
+            b.env
+                .iter()
+                .map(|(k, v)| (k.as_str(), OsStr::new(v.as_str())))
+        });
         let sandbox_env = policy.environment.build(
             config.host_env.iter().cloned(),
-            [
+            bridge_env.chain([
                 ("HOME", home_env.as_os_str()),
                 ("TMPDIR", tmp_env.as_os_str()),
                 ("PWD", sandbox_cwd.as_os_str()),
                 ("WARDEN_SANDBOX", OsStr::new(&id)),
-            ],
+            ]),
         );
         let mut envp = Vec::new();
         let mut path_var = OsString::from("/usr/local/bin:/usr/bin:/bin");

@@ -906,7 +906,11 @@ fn the_egress_bridge_port_is_the_only_way_out() {
     });
     let mut policy = sb.policy(Isolation::Full);
     policy.network.mode = warden_policy::NetworkMode::Proxy;
-    let bridge = warden_jail::EgressBridge { port, listener: tx };
+    let bridge = warden_jail::EgressBridge {
+        port,
+        listener: tx,
+        env: Vec::new(),
+    };
     let other = format!("127.0.0.1:{}", port + 1);
     let bridged = format!("127.0.0.1:{port}");
     let command: Vec<OsString> = [
@@ -969,7 +973,11 @@ fn the_egress_bridge_port_is_the_only_way_out() {
             .map(OsString::from)
             .collect(),
         sb.env(),
-        Some(warden_jail::EgressBridge { port, listener: tx }),
+        Some(warden_jail::EgressBridge {
+            port,
+            listener: tx,
+            env: Vec::new(),
+        }),
     );
     run.assert_all_blocked(3);
 }

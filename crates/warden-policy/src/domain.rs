@@ -1,4 +1,5 @@
-//! Domain patterns for the egress allowlist: `example.com` or `*.example.com`.
+//! Domain patterns for the egress allowlist: `example.com` or `*.example.com`; case, one
+//! trailing dot and internationalised names (to their `xn--` form) are normalised.
 
 use std::fmt;
 use std::str::FromStr;
@@ -29,7 +30,21 @@ impl FromStr for DomainPattern {
             input: s.to_string(),
             reason: reason.to_string(),
         };
-        let lower = s.trim().to_ascii_lowercase();
+        let trimmed = s.trim();
+        // Internationalised names become their ASCII (xn--) form, the one clients send; UTS 46
+        // mapping also lowercases and folds full-width dots and letters.
+        let lower = if trimmed.is_ascii() {
+            trimmed.to_ascii_lowercase()
+        } else {
+            let (wild, rest) = match trimmed.strip_prefix("*.") {
+                Some(rest) => ("*.", rest),
+                None => ("", trimmed),
+            };
+            match idna::domain_to_ascii(rest) {
+                Ok(ascii) => format!("{wild}{ascii}"),
+                Err(_) => return Err(err("it is not a valid internationalised domain name")),
+            }
+        };
         let lower = lower.strip_suffix('.').unwrap_or(&lower);
         let (suffix, name) = match lower.strip_prefix("*.") {
             Some(rest) => (true, rest),
@@ -39,9 +54,7 @@ impl FromStr for DomainPattern {
             return Err(err("it is empty"));
         }
         if !name.is_ascii() {
-            return Err(err(
-                "internationalised names must be written in their ASCII form (xn--...)",
-            ));
+            return Err(err("it is not a valid internationalised domain name"));
         }
         if name.len() > 253 {
             return Err(err("it is longer than 253 characters"));
@@ -162,6 +175,23 @@ mod tests {
     }
 
     #[test]
+    fn internationalised_names_become_their_ascii_form() {
+        let p = |s: &str| s.parse::<DomainPattern>().unwrap();
+        assert_eq!(
+            p("bücher.de"),
+            DomainPattern::Exact("xn--bcher-kva.de".into())
+        );
+        assert_eq!(p("BÜCHER.de."), p("xn--bcher-kva.de"));
+        assert_eq!(
+            p("*.münchen.de"),
+            DomainPattern::Suffix("xn--mnchen-3ya.de".into())
+        );
+        // Full-width letters and the ideographic full stop fold to ASCII.
+        assert_eq!(p("ｅｘａｍｐｌｅ。com"), p("example.com"));
+        assert!(p("bücher.de").matches("XN--BCHER-KVA.DE"));
+    }
+
+    #[test]
     fn rejects_malformed_patterns() {
         for bad in [
             "",
@@ -173,7 +203,8 @@ mod tests {
             "ex ample.com",
             "a.*.com",
             "*example.com",
-            "bücher.de",
+            "bü cher.de",
+            "a\u{200d}b.de",
             &"a".repeat(64),
         ] {
             let e = bad.parse::<DomainPattern>().unwrap_err().to_string();

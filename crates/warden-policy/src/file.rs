@@ -17,6 +17,13 @@
 //! [network]
 //! mode = "none"                  # none | proxy | host
 //! allow_domains = []             # with mode = "proxy": "example.com", "*.example.com"
+//! deny_domains = []              # refused even when allowed (deny wins)
+//! allow_ports = []               # besides 80 and 443
+//! allow_cidrs = []               # private ranges the proxy may reach, e.g. "10.1.0.0/16"
+//!
+//! [routes.anthropic]             # credential routes; a route turns mode "proxy" on
+//! upstream = "https://api.anthropic.com"        # default for the built-in kind
+//! credential = { env = "ANTHROPIC_API_KEY" }    # or { file = "..." } or { token_exchange = {...} }
 //!
 //! [resources]                    # each also accepts "unlimited"
 //! memory = "4G"
@@ -42,6 +49,7 @@ use crate::env::EnvPattern;
 use crate::error::{Errors, PolicyError};
 use crate::policy::{HomeMode, Isolation, NetworkMode, ReadScope, SandboxPolicy, resolve_path};
 use crate::profile::Profile;
+use crate::route::RouteFile;
 use crate::size::ByteSize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -57,6 +65,8 @@ pub struct PolicyFile {
     pub resources: ResourcesFile,
     #[serde(default)]
     pub environment: EnvironmentFile,
+    #[serde(default)]
+    pub routes: BTreeMap<String, RouteFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -77,6 +87,9 @@ pub struct FilesystemFile {
 pub struct NetworkFile {
     pub mode: Option<NetworkMode>,
     pub allow_domains: Option<Vec<String>>,
+    pub deny_domains: Option<Vec<String>>,
+    pub allow_ports: Option<Vec<u16>>,
+    pub allow_cidrs: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -130,7 +143,8 @@ impl PolicyFile {
         base_dir: &Path,
         home: &Path,
     ) -> Result<SandboxPolicy, PolicyError> {
-        let mut p = self.profile.unwrap_or(fallback).policy();
+        let profile = self.profile.unwrap_or(fallback);
+        let mut p = profile.policy();
         let mut e = Errors::default();
         let resolve = |v: Vec<PathBuf>| {
             v.into_iter()
@@ -177,15 +191,59 @@ impl PolicyFile {
         if let Some(mode) = self.network.mode {
             p.network.mode = mode;
         }
-        if let Some(domains) = self.network.allow_domains {
-            p.network.allow_domains = domains
-                .iter()
+        let mut domains = |list: Vec<String>, field: &str| -> Vec<DomainPattern> {
+            list.iter()
                 .filter_map(|d| {
                     d.parse::<DomainPattern>()
-                        .map_err(|err| e.push("network.allow_domains", err.to_string()))
+                        .map_err(|err| e.push(field, err.to_string()))
                         .ok()
                 })
-                .collect();
+                .collect()
+        };
+        if let Some(list) = self.network.allow_domains {
+            p.network.allow_domains = domains(list, "network.allow_domains");
+        }
+        if let Some(list) = self.network.deny_domains {
+            p.network.deny_domains = domains(list, "network.deny_domains");
+        }
+        if let Some(ports) = self.network.allow_ports {
+            if ports.contains(&0) {
+                e.push("network.allow_ports", "0 is not a port; give 1 to 65535");
+            }
+            p.network.allow_ports = ports;
+        }
+        if let Some(cidrs) = self.network.allow_cidrs {
+            p.network.allow_cidrs = cidrs;
+        }
+        for (name, route) in self.routes {
+            match route.resolve(&name, &format!("routes.{name}")) {
+                Ok(mut spec) => {
+                    spec.map_paths(|path| resolve_path(path, base_dir, home));
+                    p.network.routes.push(spec);
+                }
+                Err(err) => {
+                    for f in err.errors {
+                        e.push(f.field, f.message);
+                    }
+                }
+            }
+        }
+        if !p.network.routes.is_empty() {
+            if p.network.mode == NetworkMode::Host {
+                e.push(
+                    "routes",
+                    "credential routes need network mode \"proxy\"; mode \"host\" has no proxy",
+                );
+            }
+            if profile == Profile::Offline {
+                e.push(
+                    "routes",
+                    "profile \"offline\" never has network; use profile \"default\" for credential routes",
+                );
+            }
+            if p.network.mode == NetworkMode::None {
+                p.network.mode = NetworkMode::Proxy;
+            }
         }
 
         let r = self.resources;

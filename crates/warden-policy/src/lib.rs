@@ -2,7 +2,8 @@
 //!
 //! Owns: [`SandboxPolicy`] and its parts, the built-in [`Profile`]s, the policy file format
 //! ([`PolicyFile`], TOML), validation with errors that name the field and the allowed values,
-//! the sensitive-path [`blocklist`] and environment sanitising ([`EnvironmentPolicy`]).
+//! the sensitive-path [`blocklist`], environment sanitising ([`EnvironmentPolicy`]) and the
+//! description of credential [`route`]s.
 //! Must never: touch the filesystem, the network or processes. Enforcement is `warden-jail`'s.
 
 pub mod blocklist;
@@ -13,6 +14,7 @@ mod file;
 mod names;
 mod policy;
 mod profile;
+pub mod route;
 mod size;
 
 pub use domain::{DomainError, DomainPattern};
@@ -25,4 +27,5 @@ pub use policy::{
     SandboxPolicy, bounds, resolve_path,
 };
 pub use profile::Profile;
+pub use route::{AuthScheme, CredentialSpec, RouteKind, RouteSpec, TokenExchangeSpec};
 pub use size::{ByteSize, SizeError};

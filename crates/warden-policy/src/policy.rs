@@ -89,6 +89,15 @@ pub struct NetworkPolicy {
     pub mode: NetworkMode,
     /// Domains the egress proxy admits in `proxy` mode.
     pub allow_domains: Vec<DomainPattern>,
+    /// Domains the proxy refuses even when an allow rule matches (deny wins).
+    pub deny_domains: Vec<DomainPattern>,
+    /// Ports the proxy connects to besides 80 and 443.
+    pub allow_ports: Vec<u16>,
+    /// Address ranges (CIDR) the proxy may reach although they are loopback, private,
+    /// link-local, ... (checked by the proxy, which names the field on error).
+    pub allow_cidrs: Vec<String>,
+    /// Credential routes the proxy serves; any route turns `proxy` mode on.
+    pub routes: Vec<crate::route::RouteSpec>,
 }
 
 /// Limits on what a sandbox may consume. `None` is unlimited.
@@ -175,14 +184,28 @@ impl SandboxPolicy {
             );
         }
 
-        if self.network.mode != NetworkMode::Proxy && !self.network.allow_domains.is_empty() {
-            e.push(
-                "network.allow_domains",
-                format!(
-                    "is only used with network mode \"proxy\" (the mode is \"{}\")",
-                    self.network.mode
-                ),
-            );
+        let n = &self.network;
+        for (field, unused) in [
+            ("network.allow_domains", n.allow_domains.is_empty()),
+            ("network.deny_domains", n.deny_domains.is_empty()),
+            ("network.allow_ports", n.allow_ports.is_empty()),
+            ("network.allow_cidrs", n.allow_cidrs.is_empty()),
+            ("routes", n.routes.is_empty()),
+        ] {
+            if n.mode != NetworkMode::Proxy && !unused {
+                e.push(
+                    field,
+                    format!(
+                        "is only used with network mode \"proxy\" (the mode is \"{}\")",
+                        n.mode
+                    ),
+                );
+            }
+        }
+        let mut names: Vec<&str> = n.routes.iter().map(|r| r.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            e.push("routes", format!("route `{}` is defined twice", w[0]));
         }
 
         let r = &self.resources;

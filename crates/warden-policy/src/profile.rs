@@ -55,6 +55,10 @@ impl Profile {
             network: NetworkPolicy {
                 mode: NetworkMode::None,
                 allow_domains: Vec::new(),
+                deny_domains: Vec::new(),
+                allow_ports: Vec::new(),
+                allow_cidrs: Vec::new(),
+                routes: Vec::new(),
             },
             resources: ResourceLimits {
                 memory: Some(ByteSize::gib(4)),

@@ -9,17 +9,36 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 
 use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+use std::time::Duration;
+
 use warden_egress::{
-    AuditEvent, AuditSink, Decision, DomainRule, EgressPolicy, Proxy, ProxyOptions,
+    AuditEvent, AuditSink, Decision, DomainRule, EgressPolicy, Proxy, ProxyOptions, Routes,
+    read_secret,
 };
 use warden_jail::EgressBridge;
-use warden_policy::SandboxPolicy;
+use warden_policy::route::{RouteFile, check_upstream, route_from_flag};
+use warden_policy::{CredentialSpec, RouteKind, RouteSpec, SandboxPolicy};
+
+/// Like `eprintln!`, but never panics: the proxy thread must survive a closed stderr (with
+/// `panic = "abort"` a panic there would take warden and its sandbox down).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 
 /// The port the proxy answers on inside the sandbox (squid's customary one).
 pub const PORT: u16 = 3128;
 
-/// Variables that point HTTP clients at the proxy, upper and lower case as tools differ.
-pub fn proxy_environment() -> Vec<(String, String)> {
+/// What the sandbox gets instead of a route's secret.
+pub const PLACEHOLDER: &str = "warden-credential-route-placeholder";
+
+/// Variables that point HTTP clients at the proxy, upper and lower case as tools differ, and
+/// each route's URL: `WARDEN_ROUTE_<NAME>` always, plus what the route's kind of client reads
+/// (`ANTHROPIC_BASE_URL` with a placeholder `ANTHROPIC_API_KEY`, `OPENAI_BASE_URL` with a
+/// placeholder `OPENAI_API_KEY`, git's `url.<route>.insteadOf <upstream>` through
+/// `GIT_CONFIG_COUNT`).
+pub fn proxy_environment(routes: &[RouteSpec]) -> Vec<(String, String)> {
     let url = format!("http://127.0.0.1:{PORT}");
     let mut env = Vec::new();
     for name in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
@@ -29,27 +48,163 @@ pub fn proxy_environment() -> Vec<(String, String)> {
     // Nothing inside is reachable without the proxy, loopback included.
     env.push(("NO_PROXY".into(), String::new()));
     env.push(("no_proxy".into(), String::new()));
+    let mut git = Vec::new();
+    for route in routes {
+        let base = format!("{url}/{}", route.name);
+        let var = format!(
+            "WARDEN_ROUTE_{}",
+            route.name.to_ascii_uppercase().replace('-', "_")
+        );
+        env.push((var, base.clone()));
+        match route.kind {
+            RouteKind::Anthropic => {
+                env.push(("ANTHROPIC_BASE_URL".into(), base));
+                env.push(("ANTHROPIC_API_KEY".into(), PLACEHOLDER.into()));
+            }
+            RouteKind::Openai => {
+                env.push(("OPENAI_BASE_URL".into(), format!("{base}/v1")));
+                env.push(("OPENAI_API_KEY".into(), PLACEHOLDER.into()));
+            }
+            RouteKind::Git => git.push((
+                format!("url.{base}/.insteadOf"),
+                format!("{}/", route.upstream),
+            )),
+            RouteKind::Generic => {}
+        }
+    }
+    if !git.is_empty() {
+        env.push(("GIT_CONFIG_COUNT".into(), git.len().to_string()));
+        for (i, (key, value)) in git.into_iter().enumerate() {
+            env.push((format!("GIT_CONFIG_KEY_{i}"), key));
+            env.push((format!("GIT_CONFIG_VALUE_{i}"), value));
+        }
+    }
     env
 }
 
-/// The proxy's policy from the sandbox policy's allowlist, `--allow-cidr` and `--allow-port`
-/// (on top of 80 and 443).
+/// Adds the routes of `--route NAME[=URL]` flags to the policy: a route of the policy file
+/// is kept (and repointed when a URL is given), a built-in kind is added with its defaults.
+pub fn apply_route_flags(policy: &mut SandboxPolicy, flags: &[String]) -> Result<(), String> {
+    for flag in flags {
+        let (name, file) = route_from_flag(flag).map_err(|e| format!("--route: {e}"))?;
+        let known = policy.network.routes.iter_mut().find(|r| r.name == name);
+        match (known, file.upstream) {
+            (Some(_), None) => {}
+            (Some(route), Some(upstream)) => {
+                check_upstream(&upstream).map_err(|e| format!("--route {name}: {e}"))?;
+                route.upstream = upstream.trim_end_matches('/').to_string();
+            }
+            (None, upstream) => {
+                if name.parse::<RouteKind>().is_err() || name == "generic" {
+                    let builtin: Vec<&str> = RouteKind::NAMES
+                        .iter()
+                        .copied()
+                        .filter(|n| *n != "generic")
+                        .collect();
+                    return Err(format!(
+                        "--route: `{name}` is neither a built-in route ({}) nor a route of the policy file ([routes.{name}])",
+                        builtin.join(", ")
+                    ));
+                }
+                let file = RouteFile {
+                    upstream,
+                    ..RouteFile::default()
+                };
+                let spec = file
+                    .resolve(&name, &format!("--route {name}"))
+                    .map_err(|e| e.to_string())?;
+                policy.network.routes.push(spec);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The routes of the policy, with their secrets read from warden's own environment.
+pub fn load_routes(policy: &SandboxPolicy) -> Result<Routes, String> {
+    let env = |name: &str| std::env::var(name).ok();
+    let routes = Routes::load(&policy.network.routes, &env, Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    Ok(routes
+        .answer_as(format!("127.0.0.1:{PORT}"))
+        .answer_as(format!("localhost:{PORT}")))
+}
+
+/// Refuses to start when a route's secret would enter the sandbox anyway: through a passed
+/// host variable (`--pass-env`, the policy's `environment.pass`) or a value set explicitly.
+pub fn check_no_secret_enters(
+    policy: &SandboxPolicy,
+    proxy_env: &[(String, String)],
+) -> Result<(), String> {
+    let env = |name: &str| std::env::var(name).ok();
+    let mut secrets = Vec::new();
+    let mut add = |spec: &CredentialSpec| {
+        if let Ok(secret) = read_secret(spec, &env) {
+            secrets.push(secret);
+        }
+    };
+    for route in &policy.network.routes {
+        match &route.credential {
+            CredentialSpec::TokenExchange(t) => {
+                if let Some(client_secret) = &t.client_secret {
+                    add(client_secret);
+                }
+            }
+            other => add(other),
+        }
+    }
+    if secrets.is_empty() {
+        return Ok(());
+    }
+    let inside = policy.environment.build(
+        std::env::vars_os(),
+        proxy_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), std::ffi::OsStr::new(v.as_str()))),
+    );
+    for (name, value) in &inside {
+        let value = value.to_string_lossy();
+        if secrets.iter().any(|s| value.contains(s.expose())) {
+            return Err(format!(
+                "the sandbox's variable {} would hold a credential route's secret; stop passing it \
+                 (--pass-env, environment.pass or --env): the route adds the secret outside the sandbox",
+                name.to_string_lossy()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The proxy's policy from the sandbox policy's network section, `--allow-cidr` and
+/// `--allow-port` (on top of 80 and 443).
 pub fn egress_policy(
     policy: &SandboxPolicy,
     cidrs: &[String],
     ports: &[u16],
 ) -> Result<EgressPolicy, String> {
+    let n = &policy.network;
     let mut p = EgressPolicy::new();
-    for port in ports {
-        p = p
-            .allow_port(*port)
-            .map_err(|e| format!("--allow-port: {e}"))?;
+    for (field, port) in n
+        .allow_ports
+        .iter()
+        .map(|p| ("network.allow_ports", p))
+        .chain(ports.iter().map(|p| ("--allow-port", p)))
+    {
+        p = p.allow_port(*port).map_err(|e| format!("{field}: {e}"))?;
     }
-    for d in &policy.network.allow_domains {
+    for d in &n.allow_domains {
         p = p.allow(DomainRule::Pattern(d.clone()));
     }
-    for c in cidrs {
-        p = p.allow_cidr(c).map_err(|e| format!("--allow-cidr: {e}"))?;
+    for d in &n.deny_domains {
+        p = p.deny(DomainRule::Pattern(d.clone()));
+    }
+    for (field, c) in n
+        .allow_cidrs
+        .iter()
+        .map(|c| ("network.allow_cidrs", c))
+        .chain(cidrs.iter().map(|c| ("--allow-cidr", c)))
+    {
+        p = p.allow_cidr(c).map_err(|e| format!("{field}: {e}"))?;
     }
     Ok(p)
 }
@@ -62,7 +217,13 @@ struct CliAudit {
 
 impl AuditSink for CliAudit {
     fn record(&self, event: AuditEvent) {
-        if event.verdict == Decision::Denied {
+        if event.verdict == Decision::Denied && event.rule.starts_with("route:") {
+            let why = event.error.as_deref().unwrap_or("no such route");
+            say!(
+                "warden: credential route request refused ({}): {why}; routes are added with --route NAME",
+                event.rule
+            );
+        } else if event.verdict == Decision::Denied {
             let how = if event.rule.starts_with("port:") {
                 format!("allow the port with --allow-port {}", event.port)
             } else if event.rule.starts_with("screen:") || event.rule == "ip-literal" {
@@ -70,9 +231,11 @@ impl AuditSink for CliAudit {
             } else {
                 format!("allow it with --allow-domain {}", event.host)
             };
-            eprintln!(
+            say!(
                 "warden: egress to {}:{} refused ({}); {how}",
-                event.host, event.port, event.rule
+                event.host,
+                event.port,
+                event.rule
             );
         }
         if let Some(log) = &self.log
@@ -84,11 +247,14 @@ impl AuditSink for CliAudit {
     }
 }
 
-/// Starts the proxy thread and returns the bridge to give the jail. The thread waits for the
+/// Starts the proxy thread and returns the bridge to give the jail, carrying `env` (see
+/// [`proxy_environment`]). The thread waits for the
 /// bridge socket, then serves it until warden exits. `sandbox_id` is read when the socket
 /// arrives (the id is known once the sandbox is prepared).
 pub fn start(
     policy: EgressPolicy,
+    routes: Routes,
+    env: Vec<(String, String)>,
     log: Option<&Path>,
     sandbox_id: Arc<OnceLock<String>>,
 ) -> Result<EgressBridge, String> {
@@ -123,15 +289,15 @@ pub fn start(
             {
                 Ok(r) => r,
                 Err(e) => {
-                    eprintln!("warden: cannot start the egress proxy: {e}");
+                    say!("warden: cannot start the egress proxy: {e}");
                     return;
                 }
             };
             runtime.block_on(async move {
                 match Proxy::from_listener(std::net::TcpListener::from(fd), policy, audit, options)
                 {
-                    Ok(proxy) => proxy.serve().await,
-                    Err(e) => eprintln!("warden: cannot serve the egress proxy: {e}"),
+                    Ok(proxy) => proxy.with_routes(routes).serve().await,
+                    Err(e) => say!("warden: cannot serve the egress proxy: {e}"),
                 }
             });
         });
@@ -140,5 +306,6 @@ pub fn start(
     Ok(EgressBridge {
         port: PORT,
         listener: tx,
+        env,
     })
 }

@@ -3,6 +3,7 @@
 
 mod doctor;
 mod egress;
+mod proxy_cmd;
 mod run;
 
 use std::process::ExitCode;
@@ -31,6 +32,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Run(Box<run::RunArgs>),
+    Proxy(Box<proxy_cmd::ProxyArgs>),
     Doctor(doctor::DoctorArgs),
 }
 
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Run(args) => run::main(*args),
+        Command::Proxy(args) => proxy_cmd::main(*args),
         Command::Doctor(args) => doctor::main(args),
     }
 }

@@ -34,7 +34,9 @@ Examples:
   warden run -- python3 -c 'print(1)'
   warden run --memory 512M --pids 64 --timeout 30s -- make test
   warden run --profile read-anywhere --ro ~/.cargo --workspace ~/src/app -- cargo build --offline
-  warden run --policy warden.toml -- ./agent.sh";
+  warden run --policy warden.toml -- ./agent.sh
+  warden run --route anthropic --allow-domain pypi.org -- claude -p 'fix the tests'
+  warden run --route git -- git clone https://github.com/acme/private.git";
 
 /// Run a command in a fresh sandbox.
 #[derive(Debug, Args)]
@@ -68,6 +70,13 @@ pub struct RunArgs {
     /// Let the proxy connect to this port too; 80 and 443 always are (repeatable).
     #[arg(long = "allow-port", value_name = "PORT")]
     allow_ports: Vec<u16>,
+    /// Serve a credential route through the proxy (repeatable): anthropic, openai, git, or a
+    /// route of the policy file; NAME=URL points a built-in at another upstream (a gateway
+    /// such as LiteLLM). The secret is read on the host (ANTHROPIC_API_KEY, OPENAI_API_KEY,
+    /// GITHUB_TOKEN) and never enters the sandbox, which gets a placeholder and the route's
+    /// URL (ANTHROPIC_BASE_URL, OPENAI_BASE_URL, git's url.<route>.insteadOf).
+    #[arg(long = "route", value_name = "NAME[=URL]")]
+    routes: Vec<String>,
     /// Write every egress decision to FILE as one JSON line (time, method, host, port,
     /// verdict, rule, bytes each way, duration).
     #[arg(long = "egress-log", value_name = "FILE")]
@@ -135,14 +144,18 @@ pub fn main(args: RunArgs) -> ExitCode {
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/"));
-    let mut policy = match build_policy(&args, &cwd, &home) {
+    let policy = match build_policy(&args, &cwd, &home) {
         Ok(p) => p,
         Err(e) => return usage(e),
     };
     let proxy_mode = policy.network.mode == NetworkMode::Proxy;
-    if !proxy_mode && (!args.allow_cidrs.is_empty() || args.egress_log.is_some()) {
+    if !proxy_mode
+        && (!args.allow_cidrs.is_empty()
+            || !args.allow_ports.is_empty()
+            || args.egress_log.is_some())
+    {
         return usage(
-            "--allow-cidr and --egress-log need the egress proxy: add --allow-domain DOMAIN",
+            "--allow-cidr, --allow-port and --egress-log need the egress proxy: add --allow-domain DOMAIN or --route NAME",
         );
     }
     let sandbox_id = std::sync::Arc::new(std::sync::OnceLock::new());
@@ -152,10 +165,21 @@ pub fn main(args: RunArgs) -> ExitCode {
                 Ok(r) => r,
                 Err(e) => return usage(e),
             };
-        for (name, value) in crate::egress::proxy_environment() {
-            policy.environment.set.insert(name, value);
+        let routes = match crate::egress::load_routes(&policy) {
+            Ok(r) => r,
+            Err(e) => return usage(e),
+        };
+        let env = crate::egress::proxy_environment(&policy.network.routes);
+        if let Err(e) = crate::egress::check_no_secret_enters(&policy, &env) {
+            return usage(e);
         }
-        match crate::egress::start(rules, args.egress_log.as_deref(), sandbox_id.clone()) {
+        match crate::egress::start(
+            rules,
+            routes,
+            env,
+            args.egress_log.as_deref(),
+            sandbox_id.clone(),
+        ) {
             Ok(bridge) => Some(bridge),
             Err(e) => {
                 eprintln!("warden: {e}");
@@ -297,9 +321,11 @@ fn build_policy(args: &RunArgs, cwd: &Path, home: &Path) -> Result<SandboxPolicy
                 .parse::<Profile>()
                 .map_err(|e| format!("--profile: {e}"))?;
             if profile == Profile::Offline
-                && (!args.allow_domains.is_empty() || args.network.is_some())
+                && (!args.allow_domains.is_empty()
+                    || !args.routes.is_empty()
+                    || args.network.is_some())
             {
-                return Err("--profile offline never has network: drop --allow-domain and --network, or use --profile default".into());
+                return Err("--profile offline never has network: drop --allow-domain, --route and --network, or use --profile default".into());
             }
             profile.policy()
         }
@@ -343,6 +369,15 @@ fn build_policy(args: &RunArgs, cwd: &Path, home: &Path) -> Result<SandboxPolicy
                     .map_err(|e| format!("--allow-domain: {e}"))?,
             );
         }
+    }
+    if !args.routes.is_empty() {
+        if policy.network.mode == NetworkMode::Host {
+            return Err(
+                "--route needs the egress proxy, which network mode host does not have".into(),
+            );
+        }
+        crate::egress::apply_route_flags(&mut policy, &args.routes)?;
+        policy.network.mode = NetworkMode::Proxy;
     }
     let r = &mut policy.resources;
     if let Some(v) = &args.memory {

@@ -677,12 +677,9 @@ fn sh(cmd: &str, dir: &Path) {
     assert!(st.success(), "{cmd}");
 }
 
-#[test]
-fn https_clients_tunnel_through_the_proxy_to_a_tls_server() {
-    use std::io::BufRead;
-    let ws = tempfile::tempdir().unwrap();
-    let dir = ws.path();
-    // A test CA and a certificate for localhost (openssl from the distribution).
+/// A test CA (`ca.pem`) and a certificate for localhost (`srv.pem`, `srv.key`) in `dir`,
+/// made with the distribution's openssl.
+fn make_certificates(dir: &Path) {
     sh(
         "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj '/CN=warden test CA'",
         dir,
@@ -696,22 +693,55 @@ fn https_clients_tunnel_through_the_proxy_to_a_tls_server() {
         "openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 1 -extfile san.ext",
         dir,
     );
-    // A TLS server on the host's loopback, outside the sandbox.
-    let server_py = "import http.server, ssl, sys\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        self.send_response(200); self.send_header('Content-Length', '9'); self.end_headers(); self.wfile.write(b'hello-tls')\n    def log_message(self, *a): pass\ns = http.server.HTTPServer(('127.0.0.1', 0), H)\nctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain('srv.pem', 'srv.key')\ns.socket = ctx.wrap_socket(s.socket, server_side=True)\nprint(s.server_address[1], flush=True)\ns.serve_forever()\n";
-    let mut server = Command::new("python3")
-        .arg("-c")
-        .arg(server_py)
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line.trim().to_string();
+}
+
+/// The HTTPS test server of `tests/fixtures/https_server.py` on the host's loopback, outside
+/// any sandbox: an API that checks a token, and git repositories under `git_root`.
+struct HttpsServer {
+    child: std::process::Child,
+    port: String,
+}
+
+impl HttpsServer {
+    fn start(dir: &Path, git_root: &Path, token: &str) -> HttpsServer {
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/https_server.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(["srv.pem", "srv.key"])
+            .arg(git_root)
+            .arg(token)
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        HttpsServer {
+            child,
+            port: line.trim().to_string(),
+        }
+    }
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn https_clients_tunnel_through_the_proxy_to_a_tls_server() {
+    let ws = tempfile::tempdir().unwrap();
+    let dir = ws.path();
+    make_certificates(dir);
+    let server = HttpsServer::start(dir, dir, "unused");
+    let port = &server.port;
     let script = format!(
-        "curl -sS --cacert ca.pem https://localhost:{port}/; echo; python3 -c \"import ssl, urllib.request; c = ssl.create_default_context(cafile='ca.pem'); print(urllib.request.urlopen('https://localhost:{port}/', context=c, timeout=10).read().decode())\""
+        "curl -sS --cacert ca.pem https://localhost:{port}/api/hello; echo; python3 -c \"import ssl, urllib.request; c = ssl.create_default_context(cafile='ca.pem'); print(urllib.request.urlopen('https://localhost:{port}/api/hello', context=c, timeout=10).read().decode())\""
     );
     let out = run_in(
         dir,
@@ -722,20 +752,421 @@ fn https_clients_tunnel_through_the_proxy_to_a_tls_server() {
             "--allow-cidr",
             "127.0.0.0/8",
             "--allow-port",
-            &port,
+            port,
             "--",
             "sh",
             "-c",
             &script,
         ],
     );
-    let _ = server.kill();
-    let _ = server.wait();
     let stdout = text(&out.stdout);
     assert_eq!(
-        stdout.matches("hello-tls").count(),
+        stdout.matches(r#""path": "/api/hello""#).count(),
         2,
         "curl and python both: {stdout}\n{}",
+        text(&out.stderr)
+    );
+}
+
+/// A bare repository `<root>/<name>.git` holding one commit with `README`.
+fn bare_repository(root: &Path, name: &str) {
+    let seed = root.join(format!("{name}-seed"));
+    fs::create_dir_all(&seed).unwrap();
+    sh(
+        &format!(
+            "git init -q -b main . && echo hello > README && git add README && \
+             git -c user.name=t -c user.email=t@example.com commit -q -m seed && \
+             git clone -q --bare . {root}/{name}.git && \
+             git -C {root}/{name}.git config http.receivepack true",
+            root = root.display()
+        ),
+        &seed,
+    );
+}
+
+#[test]
+fn git_clones_through_a_tunnel_and_pushes_through_the_git_route_without_the_token() {
+    let ws = tempfile::tempdir().unwrap();
+    let dir = ws.path();
+    make_certificates(dir);
+    let repos = dir.join("repos");
+    fs::create_dir_all(repos.join("public")).unwrap();
+    fs::create_dir_all(repos.join("private")).unwrap();
+    bare_repository(&repos.join("public"), "open");
+    bare_repository(&repos.join("private"), "app");
+    let token = "ghp_test_secret_0f9e8d7c6b5a";
+    let server = HttpsServer::start(dir, &repos, token);
+    let port = &server.port;
+    let work = dir.join("work");
+    fs::create_dir_all(&work).unwrap();
+    fs::copy(dir.join("ca.pem"), work.join("ca.pem")).unwrap();
+
+    // 1. HTTPS through CONNECT: git trusts the test CA, the proxy sees only a tunnel.
+    let clone = format!(
+        "GIT_SSL_CAINFO=$PWD/ca.pem git clone -q https://localhost:{port}/public/open.git open && cat open/README"
+    );
+    let out = run_in(
+        &work,
+        &[
+            "run",
+            "--allow-domain",
+            "localhost",
+            "--allow-cidr",
+            "127.0.0.0/8",
+            "--allow-port",
+            port,
+            "--",
+            "sh",
+            "-c",
+            &clone,
+        ],
+    );
+    assert_eq!(text(&out.stdout), "hello\n", "{}", text(&out.stderr));
+
+    // 2. A private repository through the git route: the proxy adds the token; the sandbox
+    // clones and pushes with the repository's usual URL and never holds the token.
+    let policy = dir.join("git.toml");
+    fs::write(
+        &policy,
+        format!(
+            "[routes.git]\nupstream = \"https://localhost:{port}\"\nca_file = \"ca.pem\"\ncredential = {{ env = \"TEST_GIT_TOKEN\" }}\n"
+        ),
+    )
+    .unwrap();
+    let push = format!(
+        "set -e; git clone -q https://localhost:{port}/private/app.git app; cd app; \
+         echo change >> README; git -c user.name=agent -c user.email=a@example.com commit -qam change; \
+         git push -q origin main; echo PUSHED; env | grep -c {token} || true; \
+         git config --get-regexp 'url\\..*' | sed 's/ .*//'"
+    );
+    let mut cmd = warden();
+    cmd.current_dir(&work)
+        .env("TEST_GIT_TOKEN", token)
+        .args(["run", "--policy"])
+        .arg(&policy)
+        .args(["--", "sh", "-c", &push]);
+    let out = run(cmd);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("PUSHED"), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains("\n0\n"),
+        "the token is in the sandbox's environment: {stdout}"
+    );
+    assert!(
+        stdout.contains("url.http://127.0.0.1:3128/git/.insteadof"),
+        "{stdout}"
+    );
+    let log = Command::new("git")
+        .args(["log", "-1", "--format=%s %an"])
+        .current_dir(repos.join("private/app.git"))
+        .output()
+        .unwrap();
+    assert_eq!(text(&log.stdout), "change agent\n");
+}
+
+/// A Python script that prints everything a sandboxed process can read about the sandbox's
+/// processes and its writable places, so that the test, outside, can look for the secret.
+const DUMP_EVERYTHING: &str = r#"
+import os, sys
+out = sys.stdout.buffer
+for pid in os.listdir('/proc'):
+    if pid.isdigit():
+        for part in ('environ', 'cmdline'):
+            try:
+                out.write(open(f'/proc/{pid}/{part}', 'rb').read() + b'\n')
+            except OSError:
+                pass
+out.write(repr(dict(os.environ)).encode() + b'\n')
+for top in (os.getcwd(), os.path.expanduser('~'), '/tmp', '/run', '/etc', '/var/tmp', '/dev/shm'):
+    for root, dirs, files in os.walk(top):
+        for f in files:
+            try:
+                out.write(open(os.path.join(root, f), 'rb').read() + b'\n')
+            except OSError:
+                pass
+"#;
+
+#[test]
+fn credential_routes_add_the_secret_outside_the_sandbox_only() {
+    let ws = tempfile::tempdir().unwrap();
+    let dir = ws.path();
+    make_certificates(dir);
+    let secret = "sk-ant-test-5e3c9a1b7d2f4e6a8c0b";
+    let server = HttpsServer::start(dir, dir, secret);
+    let port = &server.port;
+    let policy = dir.join("routes.toml");
+    fs::write(
+        &policy,
+        format!(
+            "[routes.anthropic]\nupstream = \"https://localhost:{port}/api\"\nca_file = \"ca.pem\"\n\n\
+             [routes.openai]\nupstream = \"https://localhost:{port}/api\"\nca_file = \"ca.pem\"\n"
+        ),
+    )
+    .unwrap();
+    fs::write(dir.join("dump.py"), DUMP_EVERYTHING).unwrap();
+    // Clients as agents use them: the base URL and key from the environment.
+    let script = "set -e\n\
+        curl -sS -X POST -H \"x-api-key: $ANTHROPIC_API_KEY\" -d '{}' \"$ANTHROPIC_BASE_URL/v1/messages\"; echo\n\
+        python3 -c \"import os, urllib.request as u; r = u.Request(os.environ['OPENAI_BASE_URL'] + '/responses', data=b'{}', headers={'Authorization': 'Bearer ' + os.environ['OPENAI_API_KEY']}); print(u.urlopen(r, timeout=10).read().decode())\"\n\
+        python3 dump.py\n";
+    let mut cmd = warden();
+    cmd.current_dir(dir)
+        .env("ANTHROPIC_API_KEY", secret)
+        .env("OPENAI_API_KEY", secret)
+        .args(["run", "--policy"])
+        .arg(&policy)
+        .args(["--", "sh", "-c", script]);
+    let out = run(cmd);
+    let stdout = text(&out.stdout);
+    let answers: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with("{\"path\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), 2, "{stdout}\n{}", text(&out.stderr));
+    assert_eq!(answers[0]["path"], "/api/v1/messages");
+    assert_eq!(answers[0]["api_key_ok"], true);
+    assert_eq!(answers[1]["path"], "/api/v1/responses");
+    assert_eq!(answers[1]["bearer_ok"], true);
+    assert_eq!(answers[0]["got_placeholder"], false);
+    // The dump ran (it printed the sandbox's environment) and the secret is nowhere in it.
+    assert!(stdout.contains("ANTHROPIC_BASE_URL"), "{stdout}");
+    assert!(stdout.contains("warden-credential-route-placeholder"));
+    assert!(!stdout.contains(secret), "the secret reached the sandbox");
+    assert!(!text(&out.stderr).contains(secret));
+}
+
+#[test]
+fn credential_route_mistakes_are_usage_errors() {
+    bad_input(
+        &["run", "--route", "nosuch", "--", "true"],
+        &["--route", "anthropic, openai, git"],
+    );
+    bad_input(
+        &[
+            "run",
+            "--profile",
+            "offline",
+            "--route",
+            "anthropic",
+            "--",
+            "true",
+        ],
+        &["offline"],
+    );
+    bad_input(
+        &[
+            "run",
+            "--network",
+            "host",
+            "--route",
+            "anthropic",
+            "--",
+            "true",
+        ],
+        &["--route", "host"],
+    );
+    bad_input(
+        &["run", "--route", "openai=ftp://gateway", "--", "true"],
+        &["https://"],
+    );
+    // The secret is read on the host; without it the route cannot work.
+    let ws = tempfile::tempdir().unwrap();
+    let mut cmd = warden();
+    cmd.current_dir(ws.path())
+        .env_remove("ANTHROPIC_API_KEY")
+        .args(["run", "--route", "anthropic", "--", "true"]);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        text(&out.stderr).contains(
+            "routes.anthropic.credential: environment variable ANTHROPIC_API_KEY is not set"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    // Passing the secret's variable into the sandbox as well is refused, not silently fixed.
+    let mut cmd = warden();
+    cmd.current_dir(ws.path())
+        .env("ANTHROPIC_API_KEY", "sk-secret-value")
+        .env("KEY_COPY", "sk-secret-value")
+        .args([
+            "run",
+            "--route",
+            "anthropic",
+            "--pass-env",
+            "KEY_COPY",
+            "--",
+            "true",
+        ]);
+    let out = run(cmd);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("would hold a credential route's secret"),
+        "{err}"
+    );
+    assert!(!err.contains("sk-secret-value"), "{err}");
+}
+
+/// Sends raw HTTP/1.1 on a new connection and returns everything the server sent until it
+/// closed the connection or `until` appeared.
+fn http_exchange(addr: &str, request: &str, until: &str) -> (std::net::TcpStream, String) {
+    use std::io::Read;
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    conn.write_all(request.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !text(&got).contains(until) {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    (conn, text(&got))
+}
+
+#[test]
+fn the_standalone_proxy_serves_its_policy_with_health_and_metrics() {
+    use std::io::BufRead;
+    let (port, _server) = hello_server();
+    let ws = tempfile::tempdir().unwrap();
+    let policy = ws.path().join("sidecar.toml");
+    fs::write(
+        &policy,
+        format!(
+            "[network]\nallow_domains = [\"localhost\"]\nallow_cidrs = [\"127.0.0.0/8\"]\nallow_ports = [{port}]\n"
+        ),
+    )
+    .unwrap();
+    let mut proxy = warden()
+        .args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--policy")
+        .arg(&policy)
+        .args(["--sandbox-id", "sb-sidecar"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    let mut stderr = std::io::BufReader::new(proxy.stderr.take().unwrap());
+    stderr.read_line(&mut banner).unwrap();
+    // "warden proxy: listening on ADDR; admin (GET /healthz, /metrics) on ADDR; routes: none"
+    let addr_after = |marker: &str| {
+        banner
+            .split(marker)
+            .nth(1)
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let (listen, admin) = (addr_after("listening on "), addr_after(") on "));
+
+    let (_, health) = http_exchange(
+        &admin,
+        "GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        "\n}",
+    );
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.contains("{\"status\":\"ok\"}"),
+        "{health}"
+    );
+
+    let (_, allowed) = http_exchange(
+        &listen,
+        &format!(
+            "GET http://localhost:{port}/ HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n"
+        ),
+        "hello",
+    );
+    assert!(
+        allowed.starts_with("HTTP/1.1 200") && allowed.ends_with("hello"),
+        "{allowed}"
+    );
+    let (_, denied) = http_exchange(
+        &listen,
+        "GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n",
+        "allow",
+    );
+    assert!(denied.starts_with("HTTP/1.1 403"), "{denied}");
+    // A tunnel held open shows in the gauge.
+    let (tunnel, established) = http_exchange(
+        &listen,
+        &format!("CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n"),
+        "\r\n\r\n",
+    );
+    assert!(established.starts_with("HTTP/1.1 200"), "{established}");
+
+    let (_, metrics) = http_exchange(
+        &admin,
+        "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        "# EOF",
+    );
+    for line in [
+        "warden_egress_requests_total{kind=\"forward\",verdict=\"allowed\"} 1",
+        "warden_egress_requests_total{kind=\"forward\",verdict=\"denied\"} 1",
+        "warden_egress_tunnels_open 1",
+        "warden_egress_bytes_total{direction=\"down\"} 5",
+        "warden_egress_request_duration_seconds_count 2",
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
+    drop(tunnel);
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(proxy.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = proxy.wait_with_output().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{rest}");
+    assert!(rest.contains("SIGTERM, stopping"), "{rest}");
+    let events: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 3, "{}", text(&out.stdout));
+    assert!(events.iter().all(|e| e["sandbox_id"] == "sb-sidecar"));
+    assert_eq!(events[1]["verdict"], "denied");
+}
+
+#[test]
+fn the_standalone_proxy_refuses_bad_input_clearly() {
+    let ws = tempfile::tempdir().unwrap();
+    let policy = ws.path().join("bad.toml");
+    fs::write(&policy, "[network]\nallow_domain = [\"x\"]\n").unwrap();
+    let out = run_in(ws.path(), &["proxy", "--policy", policy.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("line 2") && err.contains("allow_domains"),
+        "{err}"
+    );
+    let out = run_in(ws.path(), &["proxy", "--route", "nosuch"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        text(&out.stderr).contains("built-in route"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run_in(ws.path(), &["proxy", "--listen", "nonsense"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        text(&out.stderr).contains("--listen"),
+        "{}",
         text(&out.stderr)
     );
 }
