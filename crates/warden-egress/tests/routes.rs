@@ -545,20 +545,10 @@ fn routes_that_cannot_be_served_fail_to_load_naming_the_field() {
     assert!(err.to_string().contains("NOT_SET_ANYWHERE"), "{err}");
 
     let mut cleartext = spec("internal", RouteKind::Generic, "https://x", &ca);
-    cleartext.credential = CredentialSpec::TokenExchange(Box::new(TokenExchangeSpec {
-        endpoint: "http://sts.example.com/token".into(),
-        subject_token_file: ca.ca_file.clone(),
-        subject_token_type: warden_policy::route::JWT_TOKEN_TYPE.into(),
-        actor_token_file: None,
-        actor_token_type: None,
-        audience: None,
-        resource: None,
-        scope: None,
-        requested_token_type: None,
-        client_id: None,
-        client_secret: None,
-        ca_file: None,
-    }));
+    cleartext.credential = CredentialSpec::TokenExchange(Box::new(TokenExchangeSpec::new(
+        "http://sts.example.com/token",
+        ca.ca_file.clone(),
+    )));
     let err = Routes::load(&[cleartext], &env, Duration::from_secs(1)).unwrap_err();
     assert!(
         err.to_string()
@@ -623,18 +613,8 @@ async fn a_route_can_take_its_credential_from_a_token_exchange() {
         &upstream.ca,
     );
     route.credential = CredentialSpec::TokenExchange(Box::new(TokenExchangeSpec {
-        endpoint: format!("http://{sts}/token"),
-        subject_token_file: subject,
-        subject_token_type: warden_policy::route::JWT_TOKEN_TYPE.into(),
-        actor_token_file: None,
-        actor_token_type: None,
         audience: Some("internal-api".into()),
-        resource: None,
-        scope: None,
-        requested_token_type: None,
-        client_id: None,
-        client_secret: None,
-        ca_file: None,
+        ..TokenExchangeSpec::new(format!("http://{sts}/token"), subject)
     }));
     let (proxy, _events) = start_proxy(&[route]).await;
     for _ in 0..3 {

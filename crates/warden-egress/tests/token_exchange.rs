@@ -430,20 +430,7 @@ fn full_setup(scratch: &Scratch, endpoint: String) -> (TokenExchangeSpec, Expect
 /// A spec with only what is required, and its expectation.
 fn minimal_setup(scratch: &Scratch, endpoint: String) -> (TokenExchangeSpec, Expect) {
     let subject_file = scratch.write("subject.jwt", "subject-token-1");
-    let spec = TokenExchangeSpec {
-        endpoint,
-        subject_token_file: subject_file.clone(),
-        subject_token_type: JWT.into(),
-        actor_token_file: None,
-        actor_token_type: None,
-        audience: None,
-        resource: None,
-        scope: None,
-        requested_token_type: None,
-        client_id: None,
-        client_secret: None,
-        ca_file: None,
-    };
+    let spec = TokenExchangeSpec::new(endpoint, subject_file.clone());
     let expect = Expect {
         subject_file,
         subject_token_type: JWT.into(),

@@ -74,6 +74,26 @@ pub struct TokenExchangeSpec {
     pub ca_file: Option<PathBuf>,
 }
 
+impl TokenExchangeSpec {
+    /// An exchange of a JWT subject token at `endpoint`, with every optional parameter unset.
+    pub fn new(endpoint: impl Into<String>, subject_token_file: impl Into<PathBuf>) -> Self {
+        TokenExchangeSpec {
+            endpoint: endpoint.into(),
+            subject_token_file: subject_token_file.into(),
+            subject_token_type: JWT_TOKEN_TYPE.into(),
+            actor_token_file: None,
+            actor_token_type: None,
+            audience: None,
+            resource: None,
+            scope: None,
+            requested_token_type: None,
+            client_id: None,
+            client_secret: None,
+            ca_file: None,
+        }
+    }
+}
+
 /// The token type RFC 8693 names for a JWT.
 pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 

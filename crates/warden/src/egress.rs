@@ -19,14 +19,6 @@ use warden_jail::EgressBridge;
 use warden_policy::route::{RouteFile, check_upstream, route_from_flag};
 use warden_policy::{CredentialSpec, RouteKind, RouteSpec, SandboxPolicy};
 
-/// Like `eprintln!`, but never panics: the proxy thread must survive a closed stderr (with
-/// `panic = "abort"` a panic there would take warden and its sandbox down).
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
 /// The port the proxy answers on inside the sandbox (squid's customary one).
 pub const PORT: u16 = 3128;
 

@@ -1,6 +1,16 @@
 //! `warden`: one binary, many roles. This crate is argument parsing and wiring only; the
 //! work lives in the library crates (`warden-policy`, `warden-jail`, ...).
 
+/// Like `eprintln!`, but never panics: the proxy (a thread of `warden run`, or `warden proxy`
+/// itself) must survive a closed stderr, such as a log collector gone; with `panic = "abort"`
+/// a panic there would take warden and its sandbox down.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod doctor;
 mod egress;
 mod proxy_cmd;

@@ -6,23 +6,16 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use clap::Args;
 use warden_egress::{
-    AuditEvent, AuditSink, EgressPolicy, Metrics, MetricsSink, Proxy, ProxyOptions, Routes,
+    AuditSink, EgressPolicy, Metrics, MetricsSink, Proxy, ProxyOptions, Routes, WriterSink,
     serve_admin,
 };
 use warden_policy::{DomainPattern, NetworkMode, PolicyFile, Profile, SandboxPolicy, resolve_path};
 
 use crate::EXIT_USAGE;
-
-/// Like `eprintln!`, but a closed stderr (a log collector gone) never stops the proxy.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
 
 const PROXY_HELP: &str = "The policy file is the one `warden run --policy` reads; `warden proxy` uses its [network]
 section (allow_domains, deny_domains, allow_ports, allow_cidrs) and its [routes]:
@@ -89,20 +82,6 @@ fn usage(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
-/// Audit lines to a writer, with a lock per line so lines never interleave.
-struct LineSink(Mutex<Box<dyn Write + Send>>);
-
-impl AuditSink for LineSink {
-    fn record(&self, event: AuditEvent) {
-        if let Ok(line) = serde_json::to_string(&event)
-            && let Ok(mut w) = self.0.lock()
-        {
-            let _ = writeln!(w, "{line}");
-            let _ = w.flush();
-        }
-    }
-}
-
 pub fn main(args: ProxyArgs) -> ExitCode {
     let policy = match build_policy(&args) {
         Ok(p) => p,
@@ -167,7 +146,7 @@ async fn serve(
     let metrics = Arc::new(Metrics::new());
     let audit: Arc<dyn AuditSink> = Arc::new(MetricsSink::new(
         Arc::clone(&metrics),
-        Arc::new(LineSink(Mutex::new(writer))),
+        Arc::new(WriterSink::new(writer)),
     ));
     let bind_failed = |what: &str, addr: SocketAddr, e: std::io::Error| {
         say!("warden proxy: cannot listen on {addr} ({what}): {e}");
