@@ -1,0 +1,14 @@
+//! Sandbox lifecycle for `warden serve`.
+//!
+//! Owns: the [`Driver`] trait and the local driver: persistent jails, templates, warm pools,
+//! shutdown times and idle timeouts, suspend and resume.
+//! Must never: hand out a sandbox that another owner holds, or leave a sandbox's processes,
+//! cgroups or directories behind when it ends.
+
+pub mod driver;
+
+pub use driver::{
+    ByteStream, ClaimRequest, CreateRequest, Driver, DriverError, Endpoint, ExecSession, Launch,
+    Phase, PoolSpec, PoolStatus, SandboxEvent, SandboxInfo, SandboxRecord, SandboxStore, StdinMsg,
+    StreamItem, Template,
+};
