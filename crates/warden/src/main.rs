@@ -15,6 +15,9 @@ mod doctor;
 mod egress;
 mod proxy_cmd;
 mod run;
+mod sandbox_cmd;
+mod sandboxd_cmd;
+mod serve_cmd;
 
 use std::process::ExitCode;
 
@@ -44,6 +47,9 @@ enum Command {
     Run(Box<run::RunArgs>),
     Proxy(Box<proxy_cmd::ProxyArgs>),
     Doctor(doctor::DoctorArgs),
+    Serve(Box<serve_cmd::ServeArgs>),
+    Sandbox(Box<sandbox_cmd::SandboxArgs>),
+    Sandboxd(Box<sandboxd_cmd::SandboxdArgs>),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +66,9 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(*args),
         Command::Proxy(args) => proxy_cmd::main(*args),
         Command::Doctor(args) => doctor::main(args),
+        Command::Serve(args) => serve_cmd::main(*args),
+        Command::Sandbox(args) => sandbox_cmd::main(*args),
+        Command::Sandboxd(args) => sandboxd_cmd::main(*args),
     }
 }
 
