@@ -932,6 +932,12 @@ impl Jail {
         &self.id
     }
 
+    /// The sandbox's cgroup directories (v2 and v1), created by `prepare`; empty when it
+    /// has none. For callers that freeze, kill or account for the sandbox from outside.
+    pub fn cgroup_paths(&self) -> Vec<PathBuf> {
+        self.cgroup.as_ref().map(|c| c.paths()).unwrap_or_default()
+    }
+
     /// What each layer will be.
     pub fn layers(&self) -> &[LayerReport] {
         &self.layers

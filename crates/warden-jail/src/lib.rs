@@ -17,6 +17,7 @@ pub mod landlock;
 mod layer;
 pub mod mounts;
 pub mod seccomp;
+pub mod spawn;
 pub mod sys;
 
 pub use jail::{

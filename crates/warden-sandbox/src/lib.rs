@@ -6,9 +6,16 @@
 //! cgroups or directories behind when it ends.
 
 pub mod driver;
+pub mod local;
+pub mod names;
+pub mod plan;
+pub mod store;
+pub mod template;
 
 pub use driver::{
     ByteStream, ClaimRequest, CreateRequest, Driver, DriverError, Endpoint, ExecSession, Launch,
     Phase, PoolSpec, PoolStatus, SandboxEvent, SandboxInfo, SandboxRecord, SandboxStore, StdinMsg,
     StreamItem, Template,
 };
+pub use local::{LocalConfig, LocalDriver, LocalRuntime};
+pub use store::MemoryStore;

@@ -129,6 +129,16 @@ pub struct RunArgs {
     /// The command and its arguments.
     #[arg(last = true, value_name = "CMD")]
     command: Vec<OsString>,
+
+    // Hidden flags for the local sandbox driver (warden-sandbox), which runs `warden run`
+    // as the detached supervisor of a persistent sandbox.
+    /// Write the sandbox's id, this supervisor's pid and the sandbox's cgroup directories
+    /// as JSON to FILE once they exist, before the command starts.
+    #[arg(long, value_name = "FILE", hide = true)]
+    state_file: Option<PathBuf>,
+    /// Start a new session first, detached from any terminal.
+    #[arg(long, hide = true)]
+    setsid: bool,
 }
 
 fn usage(msg: impl std::fmt::Display) -> ExitCode {
@@ -137,6 +147,15 @@ fn usage(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 pub fn main(args: RunArgs) -> ExitCode {
+    if args.setsid
+        && let Err(e) = warden_jail::sys::setsid()
+    {
+        eprintln!(
+            "warden: cannot start a new session: {}",
+            nix::errno::Errno::from_raw(e)
+        );
+        return ExitCode::from(70);
+    }
     let cwd = match std::env::current_dir() {
         Ok(d) => d,
         Err(e) => return usage(format!("cannot read the current directory: {e}")),
@@ -220,6 +239,12 @@ pub fn main(args: RunArgs) -> ExitCode {
         Err(e) => return fail(&e),
     };
     let _ = sandbox_id.set(jail.id().to_string());
+    if let Some(path) = &args.state_file
+        && let Err(e) = write_state_file(path, &jail)
+    {
+        eprintln!("warden: --state-file {}: {e}", path.display());
+        return ExitCode::from(70);
+    }
     for w in jail.warnings() {
         eprintln!("warden: warning: {w}");
     }
@@ -252,6 +277,20 @@ pub fn main(args: RunArgs) -> ExitCode {
         Ok(outcome) => finish(&args, outcome),
         Err(e) => fail(&e),
     }
+}
+
+/// The hidden `--state-file`: what the local driver needs to freeze, kill and clean up the
+/// sandbox from outside. Written to a temporary name and renamed, so it is whole or absent.
+fn write_state_file(path: &Path, jail: &Jail) -> std::io::Result<()> {
+    let state = serde_json::json!({
+        "id": jail.id(),
+        "pid": std::process::id(),
+        "cgroups": jail.cgroup_paths(),
+    });
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, state.to_string() + "\n")?;
+    std::fs::rename(&tmp, path)
 }
 
 fn fail(e: &JailError) -> ExitCode {

@@ -1,0 +1,351 @@
+//! Per-child confinement for servers that start many commands: `warden sandboxd`.
+//!
+//! [`Jail`](crate::Jail) supervises one sandbox from a blocking thread, which does not fit a
+//! server that starts commands from an async runtime, relays their pipes itself and must be
+//! able to signal and kill each one. [`PodJail`] builds the pod-isolation layers once
+//! (Landlock ruleset, seccomp filters, rlimits), and [`confine`] installs them into a
+//! `std::process::Command` (or tokio's, via `as_std_mut`), to be applied in the child between
+//! `fork` and `execve`, in the order each layer requires:
+//!
+//! 1. a new session, so the command leads its own process group (the caller kills the group);
+//!    with a terminal, the terminal on stdin becomes the controlling terminal;
+//! 2. death with the server (`PR_SET_PDEATHSIG`);
+//! 3. every inherited descriptor above 2 marked close-on-exec;
+//! 4. in pod isolation: rlimits, `no_new_privs`, Landlock, then seccomp.
+//!
+//! Preparing fails closed: a layer the host cannot enforce is an error, never a warning.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use warden_policy::{NetworkMode, ReadScope, SandboxPolicy, blocklist};
+
+use crate::host::HostUser;
+use crate::jail::{JailError, SYSTEM_DIRS};
+use crate::landlock::{self as ll, FsRule, LandlockSupport, NetRules};
+use crate::layer::{Layer, LayerReport, LayerStatus};
+use crate::seccomp::{self, SeccompOptions};
+use crate::sys;
+
+/// The pod-isolation layers, built once and applied to every child.
+#[derive(Debug)]
+pub struct PodJail {
+    landlock: OwnedFd,
+    seccomp: Vec<Vec<libc::sock_filter>>,
+    rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
+    layers: Vec<LayerReport>,
+}
+
+impl PodJail {
+    /// Builds the layers of `policy` (pod isolation: Landlock, seccomp, `no_new_privs`,
+    /// rlimits) for children that may write `workspace` and the `writable` directories, and
+    /// read the system directories (or the whole host with `read_scope = "host"`), minus
+    /// the blocklist. Fails if Landlock or seccomp is unavailable.
+    pub fn prepare(
+        policy: &SandboxPolicy,
+        workspace: &Path,
+        writable: &[PathBuf],
+    ) -> Result<PodJail, JailError> {
+        let policy_err = |field: &str, msg: String| {
+            JailError::Policy(warden_policy::PolicyError::new(field, msg))
+        };
+        let workspace = fs::canonicalize(workspace)
+            .map_err(|e| policy_err("workspace", format!("`{}`: {e}", workspace.display())))?;
+        let mut write_grants = vec![(workspace.clone(), ll::read_write())];
+        for w in writable {
+            let c = fs::canonicalize(w)
+                .map_err(|e| policy_err("writable", format!("`{}`: {e}", w.display())))?;
+            write_grants.push((c, ll::read_write()));
+        }
+        for p in &policy.filesystem.read_write {
+            if let Ok(c) = fs::canonicalize(p) {
+                write_grants.push((c, ll::read_write()));
+            }
+        }
+
+        // The blocklist as it exists on this host, plus the policy's hidden paths.
+        let user = HostUser::current(std::env::var_os("HOME"));
+        let mut exists = |dir: &Path, name: &str| dir.join(OsStr::new(name)).exists();
+        let blocked = blocklist::expand_existing(&user.homes, &mut exists);
+        let mut denied: Vec<PathBuf> = blocked
+            .iter()
+            .chain(policy.filesystem.hidden.iter())
+            .filter_map(|p| fs::canonicalize(p).ok())
+            .collect();
+        denied.sort();
+        denied.dedup();
+        for (w, _) in &write_grants {
+            if let Some(d) = blocklist::covering(&denied, w) {
+                return Err(policy_err(
+                    "workspace",
+                    format!(
+                        "`{}` lies inside the hidden path `{}`; pick a directory outside the blocklist",
+                        w.display(),
+                        d.display()
+                    ),
+                ));
+            }
+            if let Some(inner) = denied.iter().find(|d| d.starts_with(w) && *d != w) {
+                return Err(policy_err(
+                    "workspace",
+                    format!(
+                        "pod isolation cannot keep `{}` hidden inside the writable `{}` (Landlock grants whole trees); use a narrower directory",
+                        inner.display(),
+                        w.display()
+                    ),
+                ));
+            }
+        }
+
+        let mut read_grants: Vec<(PathBuf, ll::Access_)> = Vec::new();
+        match policy.filesystem.read_scope {
+            ReadScope::System => {
+                for d in SYSTEM_DIRS {
+                    if let Ok(c) = fs::canonicalize(d) {
+                        read_grants.push((c, ll::read()));
+                    }
+                }
+            }
+            ReadScope::Host => read_grants.push(("/".into(), ll::read())),
+        }
+        for p in &policy.filesystem.read_only {
+            if let Ok(c) = fs::canonicalize(p) {
+                read_grants.push((c, ll::read()));
+            }
+        }
+        read_grants.push(("/proc".into(), ll::read()));
+        read_grants.push(("/sys".into(), ll::read()));
+        for dev in crate::mounts::DEVICES {
+            let p = PathBuf::from(format!("/dev/{dev}"));
+            if ll::is_char_device(&p) {
+                read_grants.push((p, ll::device()));
+            }
+        }
+        let mut list = |p: &Path| ll::list_dir(p);
+        let mut rules: Vec<FsRule> = ll::carve(&read_grants, &denied, &mut list).map_err(|e| {
+            JailError::Host(format!(
+                "cannot list a directory for the Landlock rules: {e}"
+            ))
+        })?;
+        rules.extend(write_grants.iter().map(|(p, a)| FsRule {
+            path: p.clone(),
+            access: *a,
+            carved: false,
+        }));
+        let net = NetRules {
+            restrict: policy.network.mode != NetworkMode::Host,
+            connect_ports: Vec::new(),
+        };
+        let built =
+            ll::build(LandlockSupport::probe(), &rules, &[], &net).map_err(JailError::Host)?;
+        let mut layers = Vec::new();
+        let mut unavailable = Vec::new();
+        for r in built.reports {
+            // Landlock's signal scope and network rules need newer kernels; the filesystem
+            // rules are the layer this confinement cannot run without.
+            let essential = r.layer == Layer::LandlockFs
+                || (r.layer == Layer::LandlockNet && policy.network.mode != NetworkMode::Host);
+            if matches!(r.status, LayerStatus::Unavailable { .. }) && essential {
+                unavailable.push(r.clone());
+            }
+            layers.push(r);
+        }
+        let seccomp = seccomp::build(SeccompOptions {
+            deny_inet: policy.network.mode == NetworkMode::None,
+        })
+        .map_err(|e| JailError::Host(format!("cannot build the seccomp filter: {e}")))?;
+        match seccomp::available() {
+            Ok(()) => layers.push(LayerReport::enforced(
+                Layer::Seccomp,
+                format!("{} system calls denied", seccomp.denied.len()),
+            )),
+            Err(why) => unavailable.push(LayerReport::unavailable(Layer::Seccomp, why)),
+        }
+        if !unavailable.is_empty() {
+            return Err(JailError::Unavailable(unavailable));
+        }
+        let Some(landlock) = built.fd else {
+            return Err(JailError::Unavailable(vec![LayerReport::unavailable(
+                Layer::LandlockFs,
+                "no Landlock ruleset could be built",
+            )]));
+        };
+        layers.push(LayerReport::enforced(Layer::NoNewPrivs, "set before exec"));
+        let r = &policy.resources;
+        let mut rlimits = vec![(libc::RLIMIT_CORE, 0u64)];
+        if let Some(f) = r.file_size {
+            rlimits.push((libc::RLIMIT_FSIZE, f.bytes()));
+        }
+        if let Some(n) = r.open_files {
+            let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map(|(_, h)| h)
+                .unwrap_or(n);
+            rlimits.push((libc::RLIMIT_NOFILE, n.min(hard)));
+        }
+        layers.push(LayerReport::enforced(
+            Layer::Rlimits,
+            "core 0, fsize, nofile",
+        ));
+        Ok(PodJail {
+            landlock,
+            seccomp: seccomp.filters,
+            rlimits,
+            layers,
+        })
+    }
+
+    /// What each layer enforces.
+    pub fn layers(&self) -> &[LayerReport] {
+        &self.layers
+    }
+}
+
+/// How a child is confined.
+#[derive(Debug, Clone)]
+pub enum Confinement {
+    /// Jailed by the server itself in pod isolation.
+    Pod(Arc<PodJail>),
+    /// The server already runs inside a warden jail (checked by [`inherited_jail`]); the
+    /// child inherits its layers, which it cannot shed.
+    Inherited,
+}
+
+/// Checks that this process runs under `no_new_privs` and a seccomp filter, as every
+/// process in a warden jail does: the condition for [`Confinement::Inherited`].
+pub fn inherited_jail() -> Result<(), String> {
+    let status = fs::read_to_string("/proc/self/status")
+        .map_err(|e| format!("cannot read /proc/self/status: {e}"))?;
+    check_inherited(&status)
+}
+
+/// [`inherited_jail`] on the text of `/proc/self/status`.
+pub fn check_inherited(status: &str) -> Result<(), String> {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+    };
+    let nnp = field("NoNewPrivs");
+    let seccomp = field("Seccomp");
+    if nnp == Some("1") && seccomp == Some("2") {
+        Ok(())
+    } else {
+        Err(format!(
+            "this process is not inside a warden jail (NoNewPrivs: {}, Seccomp: {}; a jail has 1 and 2)",
+            nnp.unwrap_or("missing"),
+            seccomp.unwrap_or("missing")
+        ))
+    }
+}
+
+/// Installs the confinement into `cmd`: applied in the child after `fork` (and after the
+/// standard streams are in place), before `execve`. With `tty`, stdin must be the terminal's
+/// slave side: it becomes the command's controlling terminal.
+pub fn confine(cmd: &mut std::process::Command, confinement: &Confinement, tty: bool) {
+    let jail = match confinement {
+        Confinement::Pod(j) => Some(j.clone()),
+        Confinement::Inherited => None,
+    };
+    let hook = move || -> io::Result<()> { child_setup(jail.as_deref(), tty) };
+    // SAFETY: the hook runs in the forked child of a possibly multi-threaded process, so it
+    // may only make async-signal-safe calls: it makes system calls on data prepared by the
+    // parent (the ruleset descriptor, the compiled filters, the rlimit list), and neither
+    // allocates nor takes locks. Errors travel back through std's exec-error pipe.
+    unsafe {
+        cmd.pre_exec(hook);
+    }
+}
+
+fn os(errno: i32) -> io::Error {
+    io::Error::from_raw_os_error(errno)
+}
+
+fn child_setup(jail: Option<&PodJail>, tty: bool) -> io::Result<()> {
+    sys::setsid().map_err(os)?;
+    if tty {
+        sys::ioctl_int(0, libc::TIOCSCTTY, 0).map_err(os)?;
+    }
+    sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(os)?;
+    cloexec_from(3).map_err(os)?;
+    if let Some(j) = jail {
+        for &(resource, value) in &j.rlimits {
+            sys::setrlimit(resource, value).map_err(os)?;
+        }
+        sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map_err(os)?;
+        sys::landlock_restrict_self(j.landlock.as_raw_fd()).map_err(os)?;
+        for filter in &j.seccomp {
+            sys::seccomp_filter(filter).map_err(os)?;
+        }
+    }
+    Ok(())
+}
+
+/// Marks every descriptor from `first` on close-on-exec, so nothing the server holds
+/// (other commands' pipes and terminals, its sockets) reaches the command.
+fn cloexec_from(first: RawFd) -> Result<(), i32> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on descriptors.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO))
+    } else {
+        Ok(())
+    }
+}
+
+/// Sends `signal` to the process group `pgid` (a confined command is its group's leader).
+pub fn kill_group(pgid: u32, signal: i32) -> io::Result<()> {
+    if pgid == 0 || pgid > i32::MAX as u32 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad process group",
+        ));
+    }
+    sys::kill(-(pgid as i32), signal).map_err(os)
+}
+
+/// Sets the window size of the terminal whose descriptor is `fd` (either side of a pty).
+pub fn set_winsize(fd: std::os::fd::BorrowedFd<'_>, cols: u16, rows: u16) -> io::Result<()> {
+    let mut ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    sys::ioctl_ptr(fd.as_raw_fd(), libc::TIOCSWINSZ, &mut ws).map_err(os)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inherited_needs_both_flags() {
+        let ok = "Name:\tx\nNoNewPrivs:\t1\nSeccomp:\t2\nSeccomp_filters:\t3\n";
+        assert!(check_inherited(ok).is_ok());
+        for bad in [
+            "NoNewPrivs:\t0\nSeccomp:\t2\n",
+            "NoNewPrivs:\t1\nSeccomp:\t0\n",
+            "NoNewPrivs:\t1\nSeccomp:\t1\n",
+            "Name:\tx\n",
+        ] {
+            let e = check_inherited(bad).unwrap_err();
+            assert!(e.contains("not inside a warden jail"), "{e}");
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Prometheus metrics of `warden serve`: requests by route and status, a latency histogram,
+//! sandboxes by phase, pool ready/replicas, claims warm vs cold.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use warden_sandbox::{Launch, Phase, PoolStatus, SandboxInfo};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LaunchLabels {
+    launch: &'static str,
+}
+
+/// The server's metrics and their registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram>,
+    sandboxes: Family<PhaseLabels, Gauge>,
+    pool_ready: Family<PoolLabels, Gauge>,
+    pool_replicas: Family<PoolLabels, Gauge>,
+    claims: Family<LaunchLabels, Counter>,
+}
+
+const PHASES: [(Phase, &str); 5] = [
+    (Phase::Starting, "starting"),
+    (Phase::Ready, "ready"),
+    (Phase::Suspended, "suspended"),
+    (Phase::Failed, "failed"),
+    (Phase::Stopped, "stopped"),
+];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("warden_serve");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        let sandboxes = Family::<PhaseLabels, Gauge>::default();
+        let pool_ready = Family::<PoolLabels, Gauge>::default();
+        let pool_replicas = Family::<PoolLabels, Gauge>::default();
+        let claims = Family::<LaunchLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "API requests by route, method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "API request latency by route (to the response head)",
+            latency.clone(),
+        );
+        registry.register("sandboxes", "Sandboxes by phase", sandboxes.clone());
+        registry.register(
+            "pool_ready",
+            "Ready members of each warm pool",
+            pool_ready.clone(),
+        );
+        registry.register(
+            "pool_replicas",
+            "Desired members of each warm pool",
+            pool_replicas.clone(),
+        );
+        registry.register(
+            "claims",
+            "Claims by launch: warm (a pool member) or cold (created on demand)",
+            claims.clone(),
+        );
+        Metrics {
+            registry: Mutex::new(registry),
+            requests,
+            latency,
+            sandboxes,
+            pool_ready,
+            pool_replicas,
+            claims,
+        }
+    }
+
+    pub fn record_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_string(),
+                method: method.to_string(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels {
+                route: route.to_string(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn record_claim(&self, launch: Launch) {
+        let launch = match launch {
+            Launch::Warm => "warm",
+            Launch::Cold => "cold",
+        };
+        self.claims.get_or_create(&LaunchLabels { launch }).inc();
+    }
+
+    /// Text exposition, after refreshing the gauges from the driver's view.
+    pub fn encode(&self, sandboxes: &[SandboxInfo], pools: &[PoolStatus]) -> String {
+        for (phase, name) in PHASES {
+            let n = sandboxes.iter().filter(|s| s.phase == phase).count();
+            self.sandboxes
+                .get_or_create(&PhaseLabels { phase: name })
+                .set(n as i64);
+        }
+        self.pool_ready.clear();
+        self.pool_replicas.clear();
+        for p in pools {
+            let labels = PoolLabels {
+                pool: p.name.clone(),
+            };
+            self.pool_ready
+                .get_or_create(&labels)
+                .set(i64::from(p.ready));
+            self.pool_replicas
+                .get_or_create(&labels)
+                .set(i64::from(p.replicas));
+        }
+        let mut text = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        text
+    }
+}

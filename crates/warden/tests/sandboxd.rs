@@ -1,0 +1,115 @@
+//! End to end: `warden sandboxd` driven by the real `k8s-agent-sandbox` Python SDK.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server(Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn ensure_sdk() {
+    let probe = |m: &str| {
+        Command::new("python3")
+            .args(["-c", &format!("import {m}")])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    if probe("k8s_agent_sandbox.commands._process_stubs") && probe("grpc") {
+        return;
+    }
+    let ok = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "k8s-agent-sandbox[grpc]==1.0.8",
+        ])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok && probe("grpc"),
+        "cannot install the k8s-agent-sandbox SDK with pip; this test needs it"
+    );
+}
+
+#[test]
+fn k8s_agent_sandbox_sdk_drives_sandboxd() {
+    ensure_sdk();
+    let base = tempfile::tempdir().unwrap();
+    let root = base.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(base.path().join("outside"), "secret").unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden"));
+    cmd.arg("sandboxd").arg("--root").arg(&root);
+    for p in ports {
+        cmd.arg("--listen").arg(format!("127.0.0.1:{p}"));
+    }
+    let _server = Server(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", ports[2])).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "sandboxd did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/sandboxd_sdk.py"
+    );
+    let out = Command::new("python3")
+        .arg(script)
+        .args(ports.iter().map(|p| p.to_string()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("ALL OK"),
+        "SDK run failed:\n{stdout}\n{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(base.path().join("outside")).unwrap(),
+        "secret"
+    );
+}
+
+#[test]
+fn inherited_jail_is_checked_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args([
+            "sandboxd",
+            "--jail",
+            "inherited",
+            "--listen",
+            "127.0.0.1:0",
+            "--root",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not inside a warden jail"));
+}

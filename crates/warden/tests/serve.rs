@@ -1,0 +1,319 @@
+//! `warden serve` and `warden sandbox`, driven as users would: the real binary, the local
+//! driver, real sandboxes.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `warden serve` on a free port and waits for its "listening on" line.
+fn serve(data: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(WARDEN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .args(extra)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stderr).lines();
+        for line in lines.by_ref().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let url = rest.split_whitespace().next().unwrap().to_string();
+                let _ = tx.send(Ok(url));
+            } else if line.contains("warden serve:") && !line.contains("stopping") {
+                let _ = tx.send(Err(line));
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Ok(url)) => Server { child, url },
+        Ok(Err(line)) => panic!("warden serve failed: {line}"),
+        Err(_) => panic!("warden serve did not start"),
+    }
+}
+
+fn http(url: &str, request: &str) -> String {
+    let addr = url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn sandbox(server: &Server, data: &Path, args: &[&str]) -> Output {
+    Command::new(WARDEN)
+        .arg("sandbox")
+        .args(args)
+        .env("WARDEN_SERVER", &server.url)
+        .env("WARDEN_DATA", data)
+        .env_remove("WARDEN_TOKEN")
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn no_auth_on_a_non_loopback_address_is_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(WARDEN)
+        .args(["serve", "--listen", "0.0.0.0:0", "--no-auth", "--data"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--no-auth") && err.contains("loopback"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_config_exits_64_naming_the_field() {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("serve.toml");
+    std::fs::write(&config, "[templates.py]\nidle_timeout = \"whenever\"\n").unwrap();
+    let out = Command::new(WARDEN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data.path())
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("templates.py") && err.contains("idle_timeout"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unreachable_server_says_to_start_it() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(WARDEN)
+        .args(["sandbox", "ls", "--server", "http://127.0.0.1:9"])
+        .env("WARDEN_DATA", data.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("warden serve"), "{err}");
+}
+
+#[test]
+fn token_healthz_auth_and_graceful_stop() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = serve(data.path(), &[]);
+    let token_path = data.path().join("token");
+    let mode = std::fs::metadata(&token_path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let token = std::fs::read_to_string(&token_path)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(token.len(), 64);
+    let health = http(
+        &server.url,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.contains(r#"{"status":"ok"}"#),
+        "{health}"
+    );
+    let denied = http(
+        &server.url,
+        "GET /v1/sandboxes HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(denied.starts_with("HTTP/1.1 401"), "{denied}");
+    let allowed = http(
+        &server.url,
+        &format!(
+            "GET /v1/templates HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert!(allowed.starts_with("HTTP/1.1 200"), "{allowed}");
+    // SIGTERM: exit 0.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = server.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    // A restart reuses the token.
+    let _server = serve(data.path(), &[]);
+    let again = std::fs::read_to_string(&token_path).unwrap();
+    assert_eq!(again.trim(), token);
+}
+
+#[test]
+fn sandbox_cli_end_to_end() {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        "[templates.box]\nshutdown_after = \"10m\"\n[templates.box.policy]\nprofile = \"default\"\n\
+         [pools.warm]\ntemplate = \"box\"\nreplicas = 1\n",
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap();
+    let server = serve(data.path(), &["--config", config_arg]);
+    let d = data.path();
+    let templates = ok(&sandbox(&server, d, &["templates"]));
+    assert!(
+        templates.contains("NAME") && templates.contains("box"),
+        "{templates}"
+    );
+    let pools = ok(&sandbox(&server, d, &["pools", "--json"]));
+    assert!(pools.contains("\"warm\""), "{pools}");
+    let id = ok(&sandbox(
+        &server,
+        d,
+        &["create", "--template", "box", "--timeout", "5m"],
+    ))
+    .trim()
+    .to_string();
+    assert!(!id.is_empty());
+    let ls = ok(&sandbox(&server, d, &["ls"]));
+    assert!(ls.contains(&id) && ls.contains("ready"), "{ls}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&sandbox(&server, d, &["get", &id, "--json"]))).unwrap();
+    assert_eq!(json["id"], id.as_str());
+    // Output streamed, exit code passed through.
+    let out = sandbox(
+        &server,
+        d,
+        &[
+            "exec",
+            &id,
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 7",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("err"));
+    // stdin with -i.
+    let mut child = Command::new(WARDEN)
+        .args(["sandbox", "exec", "-i", &id, "--", "cat"])
+        .env("WARDEN_SERVER", &server.url)
+        .env("WARDEN_DATA", d)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"piped in\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "piped in\n");
+    // cp both ways.
+    let local = d.join("in.txt");
+    std::fs::write(&local, "payload\n").unwrap();
+    ok(&sandbox(
+        &server,
+        d,
+        &["cp", local.to_str().unwrap(), &format!("{id}:copied.txt")],
+    ));
+    let out = sandbox(&server, d, &["exec", &id, "--", "cat", "copied.txt"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "payload\n");
+    let back = d.join("back.txt");
+    ok(&sandbox(
+        &server,
+        d,
+        &["cp", &format!("{id}:copied.txt"), back.to_str().unwrap()],
+    ));
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "payload\n");
+    let out = sandbox(
+        &server,
+        d,
+        &["cp", &format!("{id}:missing.txt"), back.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    // suspend / resume.
+    assert!(ok(&sandbox(&server, d, &["suspend", &id])).contains("suspended"));
+    let out = sandbox(&server, d, &["exec", &id, "--", "true"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(ok(&sandbox(&server, d, &["resume", &id])).contains("ready"));
+    // --fresh: a sandbox from the pool, deleted afterwards.
+    let before = ok(&sandbox(&server, d, &["ls", "--json"]));
+    let out = sandbox(
+        &server,
+        d,
+        &[
+            "exec",
+            "--fresh",
+            "--pool",
+            "warm",
+            "--",
+            "sh",
+            "-c",
+            "echo fresh; exit 3",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "fresh\n");
+    let after = ok(&sandbox(&server, d, &["ls", "--json"]));
+    let count = |s: &str| {
+        serde_json::from_str::<serde_json::Value>(s)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(count(&before), count(&after));
+    // rm.
+    ok(&sandbox(&server, d, &["rm", &id]));
+    let out = sandbox(&server, d, &["get", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+}
