@@ -134,6 +134,10 @@ pub struct CgroupHost {
     pub v2_dir: Option<PathBuf>,
     /// Our cgroup directory per v1 controller we care about.
     pub v1_dirs: Vec<(Controller, PathBuf)>,
+    /// Our cgroup directory in the v1 `freezer` hierarchy, if mounted: where there is no v2
+    /// hierarchy (whose every cgroup has `cgroup.freeze`), sandboxes get a freezer cgroup so
+    /// that they can be suspended, and killed without a race against forks.
+    pub v1_freezer: Option<PathBuf>,
 }
 
 impl CgroupHost {
@@ -173,10 +177,24 @@ impl CgroupHost {
                 v1_dirs.push((c, dir_in(m, path)));
             }
         }
+        let v1_freezer = mounts
+            .iter()
+            .find(|m| {
+                m.v1_controllers
+                    .as_ref()
+                    .is_some_and(|l| l.iter().any(|x| x == "freezer"))
+            })
+            .and_then(|m| {
+                let (_, path) = ours
+                    .iter()
+                    .find(|(l, _)| l.iter().any(|x| x == "freezer"))?;
+                Some(dir_in(m, path))
+            });
         CgroupHost {
             fs_root: fs_root.to_path_buf(),
             v2_dir,
             v1_dirs,
+            v1_freezer,
         }
     }
 
@@ -298,6 +316,16 @@ impl SandboxCgroup {
                     v2_dir = Some(path);
                 }
                 Err(e) => v2_error = Some(format!("cannot create {}: {e}", path.display())),
+            }
+        }
+
+        // No v2 cgroup: a v1 freezer cgroup gives suspend and resume instead.
+        if v2_dir.is_none()
+            && let Some(base) = &host.v1_freezer
+        {
+            let path = base.join(name);
+            if fs::create_dir(&path).is_ok() {
+                cg.dirs.push(Dir { path, v2: false });
             }
         }
 
@@ -612,6 +640,48 @@ mod tests {
                 PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/a")
             )]
         );
+    }
+
+    #[test]
+    fn a_v1_only_host_gets_a_freezer_cgroup() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir_all(tmp.path().join("sys/fs/cgroup/freezer/app")).unwrap();
+        fs::create_dir_all(tmp.path().join("sys/fs/cgroup/pids/app")).unwrap();
+        let mi = "\
+26 25 0:23 / /sys/fs/cgroup/freezer rw - cgroup cgroup rw,freezer
+27 25 0:24 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids
+";
+        let host = CgroupHost::from_texts(tmp.path(), mi, "6:freezer:/app\n8:pids:/app\n");
+        assert_eq!(host.v2_dir, None);
+        let freezer = tmp.path().join("sys/fs/cgroup/freezer/app");
+        assert_eq!(host.v1_freezer.as_deref(), Some(freezer.as_path()));
+        let limits = CgroupLimits {
+            pids: Some(8),
+            ..CgroupLimits::default()
+        };
+        let (cg, _) = SandboxCgroup::create(&host, "warden-f", &limits);
+        let paths = cg.paths();
+        assert!(paths.contains(&freezer.join("warden-f")), "{paths:?}");
+        assert!(freezer.join("warden-f").is_dir());
+        // The child joins it like any v1 cgroup (through its `tasks` file).
+        fs::write(freezer.join("warden-f/tasks"), "").unwrap();
+        fs::write(tmp.path().join("sys/fs/cgroup/pids/app/warden-f/tasks"), "").unwrap();
+        assert_eq!(cg.v1_task_files().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_host_with_v2_gets_no_v1_freezer_cgroup() {
+        let tmp = tempfile::tempdir().unwrap();
+        fake_v2(tmp.path(), "");
+        fs::create_dir_all(tmp.path().join("sys/fs/cgroup/freezer")).unwrap();
+        let mi = "\
+1 1 0:1 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw
+26 25 0:23 / /sys/fs/cgroup/freezer rw - cgroup cgroup rw,freezer
+";
+        let host = CgroupHost::from_texts(tmp.path(), mi, "6:freezer:/\n0::/app\n");
+        let (cg, _) = SandboxCgroup::create(&host, "warden-g", &CgroupLimits::default());
+        assert!(!tmp.path().join("sys/fs/cgroup/freezer/warden-g").exists());
+        assert_eq!(cg.paths().len(), 1);
     }
 
     #[test]

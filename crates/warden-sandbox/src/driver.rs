@@ -156,11 +156,35 @@ pub struct SandboxRecord {
     pub runtime: serde_json::Value,
 }
 
-/// Where a sandbox's runtime server answers, for the router contract.
+/// An address a runtime server answers on (what a test double connects to).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     Unix(PathBuf),
     Tcp(std::net::SocketAddr),
+}
+
+impl Endpoint {
+    /// Connects to the address.
+    pub async fn connect(&self) -> std::io::Result<RuntimeConn> {
+        match self {
+            Endpoint::Unix(path) => tokio::net::UnixStream::connect(path)
+                .await
+                .map(RuntimeConn::Unix),
+            Endpoint::Tcp(addr) => tokio::net::TcpStream::connect(addr)
+                .await
+                .map(RuntimeConn::Tcp),
+        }
+    }
+}
+
+/// A connection to a sandbox's runtime server, opened by the driver for the router
+/// contract. The driver opens it, not the caller, because the address alone cannot be
+/// trusted: a local sandbox's socket sits in a directory its commands can write, so only the
+/// driver, which pinned the socket sandboxd bound, can tell it from an impostor.
+#[derive(Debug)]
+pub enum RuntimeConn {
+    Unix(tokio::net::UnixStream),
+    Tcp(tokio::net::TcpStream),
 }
 
 /// Something that happened to a sandbox, for `/events` and the console.
@@ -314,9 +338,9 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     async fn remove(&self, id: &str, path: &str, recursive: bool) -> Result<(), DriverError>;
     async fn mkdir(&self, id: &str, path: &str) -> Result<(), DriverError>;
 
-    /// Where the sandbox's runtime server answers on `port` (8888 legacy REST, 8080 sandboxd
-    /// REST, 9090 gRPC), for the router contract.
-    async fn runtime_endpoint(&self, id: &str, port: u16) -> Result<Endpoint, DriverError>;
+    /// Connects to the sandbox's runtime server on `port` (8888 legacy REST, 8080 sandboxd
+    /// REST, 9090 gRPC), for the router contract. Counts as activity for the idle timeout.
+    async fn connect_runtime(&self, id: &str, port: u16) -> Result<RuntimeConn, DriverError>;
 
     fn events(&self) -> broadcast::Receiver<SandboxEvent>;
 }

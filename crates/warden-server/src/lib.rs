@@ -260,8 +260,13 @@ pub fn check_listen(listen: SocketAddr, no_auth: bool) -> Result<(), StartError>
     Ok(())
 }
 
-/// The default data directory: `$XDG_DATA_HOME/warden`, else `~/.local/share/warden`.
+/// The default data directory: `/var/lib/warden` for root (whose home, `/root`, is on the
+/// sensitive-path blocklist, so no sandbox workspace may lie under it), else
+/// `$XDG_DATA_HOME/warden`, else `~/.local/share/warden`.
 pub fn default_data_dir() -> Option<PathBuf> {
+    if nix::unistd::geteuid().is_root() {
+        return Some(PathBuf::from("/var/lib/warden"));
+    }
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
         let x = PathBuf::from(x);
         if x.is_absolute() {

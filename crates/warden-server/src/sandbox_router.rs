@@ -24,7 +24,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
-use warden_sandbox::Endpoint;
+use warden_sandbox::RuntimeConn;
 
 use crate::AppState;
 
@@ -247,18 +247,6 @@ pub fn outbound_headers(inbound: &HeaderMap, peer: Option<SocketAddr>, upgrade: 
     out
 }
 
-enum Conn {
-    Unix(tokio::net::UnixStream),
-    Tcp(tokio::net::TcpStream),
-}
-
-async fn connect(endpoint: &Endpoint) -> std::io::Result<Conn> {
-    match endpoint {
-        Endpoint::Unix(path) => tokio::net::UnixStream::connect(path).await.map(Conn::Unix),
-        Endpoint::Tcp(addr) => tokio::net::TcpStream::connect(addr).await.map(Conn::Tcp),
-    }
-}
-
 /// Forwards a request that carries `X-Sandbox-ID` (auth already checked).
 pub async fn forward(state: AppState, mut req: Request) -> Response {
     let target = match parse_target(req.headers()) {
@@ -268,17 +256,6 @@ pub async fn forward(state: AppState, mut req: Request) -> Response {
     if target.namespace != NAMESPACE {
         return RouterError::unreachable(&target.id).into_response();
     }
-    let endpoint = match state
-        .driver()
-        .runtime_endpoint(&target.id, target.port)
-        .await
-    {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::debug!(sandbox = %target.id, error = %e, "router: no endpoint");
-            return RouterError::unreachable(&target.id).into_response();
-        }
-    };
     let timeout = state.router_timeout();
     let upgrade = is_upgrade(req.headers());
     let peer = req
@@ -287,7 +264,12 @@ pub async fn forward(state: AppState, mut req: Request) -> Response {
         .map(|c| c.0);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
-    let conn = match tokio::time::timeout(timeout, connect(&endpoint)).await {
+    let conn = match tokio::time::timeout(
+        timeout,
+        state.driver().connect_runtime(&target.id, target.port),
+    )
+    .await
+    {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             tracing::debug!(sandbox = %target.id, error = %e, "router: connect failed");
@@ -315,8 +297,8 @@ pub async fn forward(state: AppState, mut req: Request) -> Response {
     };
     let send = async {
         let mut sender = match conn {
-            Conn::Unix(s) => handshake(s).await?,
-            Conn::Tcp(s) => handshake(s).await?,
+            RuntimeConn::Unix(s) => handshake(s).await?,
+            RuntimeConn::Tcp(s) => handshake(s).await?,
         };
         sender.send_request(out).await
     };

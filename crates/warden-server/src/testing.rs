@@ -15,8 +15,8 @@ use futures_util::StreamExt;
 use tokio::sync::{broadcast, mpsc};
 use warden_sandbox::{
     ByteStream, ClaimRequest, CreateRequest, Driver, DriverError, Endpoint, ExecSession, Launch,
-    Phase, PoolSpec, PoolStatus, SandboxEvent, SandboxInfo, SandboxRecord, SandboxStore, StdinMsg,
-    StreamItem, Template,
+    Phase, PoolSpec, PoolStatus, RuntimeConn, SandboxEvent, SandboxInfo, SandboxRecord,
+    SandboxStore, StdinMsg, StreamItem, Template,
 };
 use warden_sandboxd::proto::{
     DirListing, EntryType, ExecControl, ExecEvent, ExecRequest, ExecResult, FileEntry,
@@ -786,18 +786,26 @@ impl Driver for FakeDriver {
         Ok(())
     }
 
-    async fn runtime_endpoint(&self, id: &str, port: u16) -> Result<Endpoint, DriverError> {
-        let state = self.lock();
-        if !state.sandboxes.contains_key(id) {
-            return Err(not_found("sandbox", id));
-        }
-        state
-            .endpoints
-            .get(&(id.to_string(), port))
-            .cloned()
-            .ok_or_else(|| {
-                DriverError::Unavailable(format!("sandbox `{id}` answers nothing on port {port}"))
-            })
+    async fn connect_runtime(&self, id: &str, port: u16) -> Result<RuntimeConn, DriverError> {
+        let endpoint = {
+            let state = self.lock();
+            if !state.sandboxes.contains_key(id) {
+                return Err(not_found("sandbox", id));
+            }
+            state
+                .endpoints
+                .get(&(id.to_string(), port))
+                .cloned()
+                .ok_or_else(|| {
+                    DriverError::Unavailable(format!(
+                        "sandbox `{id}` answers nothing on port {port}"
+                    ))
+                })?
+        };
+        endpoint
+            .connect()
+            .await
+            .map_err(|e| DriverError::Unavailable(format!("sandbox `{id}`: {e}")))
     }
 
     fn events(&self) -> broadcast::Receiver<SandboxEvent> {

@@ -25,7 +25,7 @@ const EXIT_API: u8 = 1;
 const SANDBOX_HELP: &str =
     "Clients find the server through --server or WARDEN_SERVER (default http://127.0.0.1:7070),
 and the token through WARDEN_TOKEN or the token file of the server's data directory (--data,
-default $XDG_DATA_HOME/warden or ~/.local/share/warden). Start the server with `warden serve`.
+default /var/lib/warden for root, else $XDG_DATA_HOME/warden or ~/.local/share/warden). Start the server with `warden serve`.
 
 Every command takes --json for machine-readable output.
 

@@ -19,7 +19,7 @@ and kept in <data>/token with mode 0600. `warden sandbox` finds it there (--data
 WARDEN_TOKEN.
 
 The data directory holds the token, the store (warden.db, SQLite) and the sandboxes. Its
-default is $XDG_DATA_HOME/warden, or ~/.local/share/warden.
+default is /var/lib/warden for root, else $XDG_DATA_HOME/warden, or ~/.local/share/warden.
 
 Requests carrying X-Sandbox-ID, on any path, follow the kubernetes-sigs/agent-sandbox router
 contract: they are forwarded to that sandbox's runtime server (X-Sandbox-Port, default 8888).
@@ -52,8 +52,8 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks one; the address is printed).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
-    /// Data directory: token, store, sandboxes [default: $XDG_DATA_HOME/warden or
-    /// ~/.local/share/warden].
+    /// Data directory: token, store, sandboxes [default: /var/lib/warden for root, else
+    /// $XDG_DATA_HOME/warden or ~/.local/share/warden].
     #[arg(long, value_name = "DIR", env = "WARDEN_DATA")]
     data: Option<PathBuf>,
     /// TOML file declaring [templates.NAME] and [pools.NAME], upserted at start.

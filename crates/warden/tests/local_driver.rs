@@ -793,3 +793,52 @@ fn report_memory(rt: &warden_sandbox::LocalRuntime) {
         pids.len()
     );
 }
+
+/// A command in the sandbox can write the directory that holds sandboxd's socket. Replacing
+/// the socket with a symlink to another socket (here, a listener standing for another
+/// sandbox's runtime or a host daemon) must not steer the driver's calls or the router's
+/// connections there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swapped_socket_is_refused() {
+    let fx = Fixture::new();
+    let d = real(&fx);
+    d.put_template(template("t")).await.unwrap();
+    let info = d.create(create("t")).await.unwrap();
+    let id = &info.id;
+    let decoy_dir = tempfile::tempdir_in("/tmp").unwrap();
+    let decoy_path = decoy_dir.path().join("decoy.sock");
+    let decoy = std::os::unix::net::UnixListener::bind(&decoy_path).unwrap();
+    decoy.set_nonblocking(true).unwrap();
+    // Before the swap, the router's connection works.
+    d.connect_runtime(id, 8888).await.unwrap();
+
+    let sock = fx
+        .data
+        .join("sandboxes")
+        .join(id)
+        .join("run")
+        .join("sandboxd.sock");
+    let swap = format!(
+        "rm -f {s} && ln -s {decoy} {s} && ls -l {s}",
+        s = sock.display(),
+        decoy = decoy_path.display()
+    );
+    let r = d.exec(id, sh(&swap)).await.unwrap();
+    assert_eq!(r.exit_code, 0, "the swap itself should work inside: {r:?}");
+    assert!(
+        std::fs::symlink_metadata(&sock)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+
+    let e = d.connect_runtime(id, 8888).await.unwrap_err();
+    assert!(matches!(e, DriverError::Unavailable(_)), "{e:?}");
+    let e = d.exec(id, sh("true")).await.unwrap_err();
+    assert!(matches!(e, DriverError::Unavailable(_)), "{e:?}");
+    assert!(
+        decoy.accept().is_err(),
+        "a connection reached the decoy socket"
+    );
+    d.delete(id).await.unwrap();
+}

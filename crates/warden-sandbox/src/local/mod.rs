@@ -28,8 +28,9 @@ use health::SocketId;
 use process::{JailState, Layout, ProcessId};
 
 use crate::driver::{
-    ByteStream, ClaimRequest, CreateRequest, Driver, DriverError, Endpoint, ExecSession, Launch,
-    Phase, PoolSpec, PoolStatus, SandboxEvent, SandboxInfo, SandboxRecord, SandboxStore, Template,
+    ByteStream, ClaimRequest, CreateRequest, Driver, DriverError, ExecSession, Launch, Phase,
+    PoolSpec, PoolStatus, RuntimeConn, SandboxEvent, SandboxInfo, SandboxRecord, SandboxStore,
+    Template,
 };
 use crate::{names, plan, template};
 
@@ -1232,11 +1233,13 @@ impl Driver for LocalDriver {
                         && e.info.pool.as_deref() == Some(p.spec.name.as_str())
                         && !e.deleting
                 });
+                // Ready means claimable: in the pool's queue. A member that has started but
+                // is not queued yet still counts as starting.
                 let (mut ready, mut starting) = (0, 0);
                 for e in members {
                     match e.info.phase {
-                        Phase::Ready => ready += 1,
-                        Phase::Starting => starting += 1,
+                        Phase::Ready if p.ready.contains(&e.info.id) => ready += 1,
+                        Phase::Ready | Phase::Starting => starting += 1,
                         _ => {}
                     }
                 }
@@ -1493,7 +1496,7 @@ impl Driver for LocalDriver {
         runtime::mkdir(&call.socket.path, path).await
     }
 
-    async fn runtime_endpoint(&self, id: &str, port: u16) -> Result<Endpoint, DriverError> {
+    async fn connect_runtime(&self, id: &str, port: u16) -> Result<RuntimeConn, DriverError> {
         if !matches!(port, 8888 | 8080 | 9090) {
             return Err(DriverError::InvalidArgument {
                 field: "port".into(),
@@ -1502,18 +1505,17 @@ impl Driver for LocalDriver {
                 ),
             });
         }
-        let st = self.inner.lock();
-        let e = st
-            .sandboxes
-            .get(id)
-            .ok_or_else(|| not_found("sandbox", id))?;
-        check_callable(e)?;
-        Ok(Endpoint::Unix(
-            Layout {
-                dir: e.rt.dir.clone(),
-            }
-            .socket(),
-        ))
+        // Through the pinned socket: a socket or symlink that a command put in its place is
+        // refused, so router traffic cannot be steered to another sandbox or host socket.
+        let call = begin_call(&self.inner, id)?;
+        tokio::net::UnixStream::connect(&call.socket.path)
+            .await
+            .map(RuntimeConn::Unix)
+            .map_err(|e| {
+                DriverError::Unavailable(format!(
+                    "sandbox `{id}`'s runtime server cannot be reached: {e}"
+                ))
+            })
     }
 
     fn events(&self) -> broadcast::Receiver<SandboxEvent> {
