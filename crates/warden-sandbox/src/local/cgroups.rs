@@ -152,6 +152,16 @@ impl SandboxCgroups {
     pub fn kill_all(&self) {
         if let Some(d) = self.v2() {
             let _ = fs::write(d.join("cgroup.kill"), "1");
+        } else if let Some(d) = self.v1_freezer() {
+            // Without cgroup.kill, freeze first so that nothing forks between reading the
+            // task list and killing it; the SIGKILLs land once the group is thawed below.
+            let _ = fs::write(d.join("freezer.state"), "FROZEN");
+            for _ in 0..100 {
+                if fs::read_to_string(d.join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN") {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
         for _ in 0..16 {
             let pids = self.pids();
