@@ -154,17 +154,16 @@ impl Conn {
         (status, out)
     }
 
-    fn json(&mut self, method: &str, path: &str, body: Option<&Value>) -> Value {
+    fn json(&mut self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
         let (status, bytes) = self.call(method, path, body);
         let text = String::from_utf8_lossy(&bytes);
-        assert!(
-            (200..300).contains(&status),
-            "{method} {path} -> {status}: {text}"
-        );
+        if !(200..300).contains(&status) {
+            return Err(format!("{method} {path} -> {status}: {text}"));
+        }
         if bytes.is_empty() {
-            Value::Null
+            Ok(Value::Null)
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {text}"))
+            serde_json::from_slice(&bytes).map_err(|_| format!("not JSON: {text}"))
         }
     }
 }
@@ -227,13 +226,17 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // Sandboxes outlive the server on purpose: delete them (pool first, so that it does
+        // not refill) before stopping it.
         let mut c = self.conn();
-        let list = c.json("GET", "/v1/sandboxes?all=true", None);
+        let _ = c.call("DELETE", "/v1/pools/bench", None);
+        let list = c
+            .json("GET", "/v1/sandboxes?all=true", None)
+            .unwrap_or_default();
         for s in list.as_array().into_iter().flatten() {
             let id = s["id"].as_str().unwrap_or_default();
             let _ = c.call("DELETE", &format!("/v1/sandboxes/{id}"), None);
         }
-        let _ = c.call("DELETE", "/v1/pools/bench", None);
         let _ = Command::new("kill")
             .arg(self.child.id().to_string())
             .status();
@@ -242,25 +245,37 @@ impl Drop for Server {
     }
 }
 
-fn wait_pool_ready(c: &mut Conn, want: u64) {
+fn wait_pool_ready(c: &mut Conn, want: u64) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let p = c.json("GET", "/v1/pools/bench", None);
+        let p = c.json("GET", "/v1/pools/bench", None)?;
         if p["ready"].as_u64().unwrap_or(0) >= want {
-            return;
+            return Ok(());
         }
-        assert!(Instant::now() < deadline, "pool never filled: {p}");
+        if Instant::now() > deadline {
+            return Err(format!("pool never filled: {p}"));
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
 }
 
-fn exec_true(c: &mut Conn, id: &str) {
+fn exec_true(c: &mut Conn, id: &str) -> Result<(), String> {
     let r = c.json(
         "POST",
         &format!("/v1/sandboxes/{id}/exec"),
         Some(&json!({"command": ["/bin/true"]})),
-    );
-    assert_eq!(r["exit_code"], 0, "{r}");
+    )?;
+    if r["exit_code"] != 0 {
+        return Err(format!("exec /bin/true in {id}: {r}"));
+    }
+    Ok(())
+}
+
+fn id_of(s: &Value) -> Result<String, String> {
+    s["id"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("no id in {s}"))
 }
 
 struct Row {
@@ -316,41 +331,50 @@ fn pss_private_kib(pid: u32) -> (u64, u64) {
 fn main() {
     let args = parse_args();
     let server = Server::start(&args.warden);
+    // The release profile aborts on panic, which would skip `Server`'s cleanup: every
+    // failure is an error returned here instead.
+    let result = run(&args, &server);
+    drop(server);
+    if let Err(e) = result {
+        eprintln!("warden-bench-sandbox: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &Args, server: &Server) -> Result<(), String> {
     let mut c = server.conn();
-    c.json(
-        "PUT",
-        "/v1/templates/bench",
-        Some(&json!({"policy": {"profile": "default"}, "shutdown_after": "2h", "idle_timeout": "2h"})),
-    );
-    c.json(
-        "PUT",
-        "/v1/pools/bench",
-        Some(&json!({"template": "bench", "replicas": 4})),
-    );
+    let template =
+        json!({"policy": {"profile": "default"}, "shutdown_after": "2h", "idle_timeout": "2h"});
+    c.json("PUT", "/v1/templates/bench", Some(&template))?;
+    let pool = |replicas: u32| json!({"template": "bench", "replicas": replicas});
+    c.json("PUT", "/v1/pools/bench", Some(&pool(4)))?;
     let mut rows = Vec::new();
 
     // (a) warm claim, then the first exec.
     let (mut claim, mut first, mut both) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.claims {
-        wait_pool_ready(&mut c, 1);
+        wait_pool_ready(&mut c, 1)?;
         let t = Instant::now();
-        let s = c.json("POST", "/v1/sandboxes", Some(&json!({"pool": "bench"})));
+        let s = c.json("POST", "/v1/sandboxes", Some(&json!({"pool": "bench"})))?;
         let t_claim = t.elapsed();
-        assert_eq!(s["launch"], "warm", "the pool was ready, yet: {s}");
-        let id = s["id"].as_str().unwrap().to_string();
+        let id = id_of(&s)?;
+        if s["launch"] != "warm" {
+            return Err(format!("the pool was ready, yet the claim was cold: {s}"));
+        }
         let t1 = Instant::now();
-        exec_true(&mut c, &id);
+        exec_true(&mut c, &id)?;
         first.push(t1.elapsed());
         both.push(t.elapsed());
         claim.push(t_claim);
-        c.json("DELETE", &format!("/v1/sandboxes/{id}"), None);
+        c.json("DELETE", &format!("/v1/sandboxes/{id}"), None)?;
     }
+    let p50_ms = |v: &[Duration]| percentile(v, 50.0).as_secs_f64() * 1000.0;
     rows.push(row(
         "(a) claim from warm pool",
         &claim,
         format!(
             "target p50 <= 5 ms; upstream agent-sandbox 92 ms: {:.0}x faster",
-            92.0 / (percentile(&claim, 50.0).as_secs_f64() * 1000.0)
+            92.0 / p50_ms(&claim)
         ),
     ));
     rows.push(row("(a) first exec after claim", &first, String::new()));
@@ -359,66 +383,63 @@ fn main() {
         &both,
         format!(
             "E2B start 100-150 ms: {:.0}x faster than 100 ms",
-            100.0 / (percentile(&both, 50.0).as_secs_f64() * 1000.0)
+            100.0 / p50_ms(&both)
         ),
     ));
 
     // (b) exec round trips in one warm sandbox, and plain fork+exec.
-    wait_pool_ready(&mut c, 1);
-    let s = c.json("POST", "/v1/sandboxes", Some(&json!({"pool": "bench"})));
-    let id = s["id"].as_str().unwrap().to_string();
+    wait_pool_ready(&mut c, 1)?;
+    let id = id_of(&c.json("POST", "/v1/sandboxes", Some(&json!({"pool": "bench"})))?)?;
     let (mut api, mut floor) = (Vec::new(), Vec::new());
     for _ in 0..20 {
-        exec_true(&mut c, &id);
+        exec_true(&mut c, &id)?;
     }
     for i in 0..args.execs * 2 {
         // Interleaved, so that drift on the machine spreads over both.
         let t = Instant::now();
         if i % 2 == 0 {
-            exec_true(&mut c, &id);
+            exec_true(&mut c, &id)?;
             api.push(t.elapsed());
         } else {
-            let st = Command::new("/bin/true").status().unwrap();
-            assert!(st.success());
+            let st = Command::new("/bin/true")
+                .status()
+                .map_err(|e| format!("/bin/true: {e}"))?;
+            if !st.success() {
+                return Err(format!("/bin/true: {st}"));
+            }
             floor.push(t.elapsed());
         }
     }
-    let ratio = percentile(&api, 50.0).as_secs_f64() / percentile(&floor, 50.0).as_secs_f64();
     rows.push(row(
         "(b) exec /bin/true over the HTTP API",
         &api,
-        format!("target p50 <= 2 ms; {ratio:.2}x the fork+exec floor"),
+        format!(
+            "target p50 <= 2 ms; {:.2}x the fork+exec floor",
+            p50_ms(&api) / p50_ms(&floor)
+        ),
     ));
     rows.push(row(
         "(b) fork+exec /bin/true, no sandbox",
         &floor,
         "floor".into(),
     ));
-    c.json("DELETE", &format!("/v1/sandboxes/{id}"), None);
-    c.json(
-        "PUT",
-        "/v1/pools/bench",
-        Some(&json!({"template": "bench", "replicas": 0})),
-    );
+    c.json("DELETE", &format!("/v1/sandboxes/{id}"), None)?;
+    c.json("PUT", "/v1/pools/bench", Some(&pool(0)))?;
 
     // (d) cold create (returns once the sandbox answers), then delete.
     let mut cold = Vec::new();
     for _ in 0..args.cold {
         let t = Instant::now();
-        let s = c.json("POST", "/v1/sandboxes", Some(&json!({"template": "bench"})));
+        let s = c.json("POST", "/v1/sandboxes", Some(&json!({"template": "bench"})))?;
         cold.push(t.elapsed());
-        c.json(
-            "DELETE",
-            &format!("/v1/sandboxes/{}", s["id"].as_str().unwrap()),
-            None,
-        );
+        c.json("DELETE", &format!("/v1/sandboxes/{}", id_of(&s)?), None)?;
     }
     rows.push(row(
         "(d) cold create",
         &cold,
         format!(
             "E2B 100-150 ms: {:.1}x faster than 100 ms",
-            100.0 / (percentile(&cold, 50.0).as_secs_f64() * 1000.0)
+            100.0 / p50_ms(&cold)
         ),
     ));
 
@@ -434,19 +455,27 @@ fn main() {
             let (created, next) = (created.clone(), next.clone());
             let mut conn = server.conn();
             let n = args.idle;
-            std::thread::spawn(move || {
+            std::thread::spawn(move || -> Result<(), String> {
                 while next.fetch_add(1, Ordering::SeqCst) < n {
-                    let s = conn.json("POST", "/v1/sandboxes", Some(&json!({"template": "bench"})));
-                    created
-                        .lock()
-                        .unwrap()
-                        .push(s["id"].as_str().unwrap().to_string());
+                    let s =
+                        conn.json("POST", "/v1/sandboxes", Some(&json!({"template": "bench"})))?;
+                    created.lock().unwrap().push(id_of(&s)?);
                 }
+                Ok(())
             })
         })
         .collect();
+    let mut failure = None;
     for w in workers {
-        w.join().unwrap();
+        if let Err(e) = w
+            .join()
+            .unwrap_or_else(|_| Err("a client thread died".into()))
+        {
+            failure.get_or_insert(e);
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
     }
     let create_time = t.elapsed();
     let ids = created.lock().unwrap().clone();
@@ -466,7 +495,7 @@ fn main() {
     }
     // Every sandbox still answers.
     for id in ids.iter().step_by((ids.len() / 20).max(1)) {
-        exec_true(&mut c, id);
+        exec_true(&mut c, id)?;
     }
     let n = ids.len() as f64;
     let system_kib = before_avail.saturating_sub(after_avail) as f64;
@@ -485,7 +514,7 @@ fn main() {
     );
     let t = Instant::now();
     for id in &ids {
-        c.json("DELETE", &format!("/v1/sandboxes/{id}"), None);
+        c.json("DELETE", &format!("/v1/sandboxes/{id}"), None)?;
     }
     println!(
         "(c) deleted {} sandboxes in {:.1} s",
@@ -517,4 +546,5 @@ fn main() {
             );
         }
     }
+    Ok(())
 }

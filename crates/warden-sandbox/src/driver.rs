@@ -199,6 +199,18 @@ pub struct SandboxEvent {
     pub message: String,
 }
 
+impl SandboxEvent {
+    /// An event happening now.
+    pub fn now(sandbox: &str, kind: &str, message: impl Into<String>) -> SandboxEvent {
+        SandboxEvent {
+            time: SystemTime::now(),
+            sandbox: sandbox.to_string(),
+            kind: kind.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
 /// Input to a streaming exec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StdinMsg {

@@ -243,13 +243,15 @@ impl Client {
                 tokio::select! {
                     // The caller dropped the output: close, which kills the command.
                     _ = out_tx.closed() => break,
+                    // A send fails when sandboxd has finished and closed already: stop
+                    // sending but read on, or the exit event still unread would be lost.
                     i = in_rx.recv(), if input_open => match i {
                         Some(StreamInput::Stdin(b)) => {
-                            if ws.send(Message::Binary(b)).await.is_err() { break; }
+                            if ws.send(Message::Binary(b)).await.is_err() { input_open = false; }
                         }
                         Some(StreamInput::Control(c)) => {
                             let t = serde_json::to_string(&c).unwrap_or_default();
-                            if ws.send(Message::Text(t.into())).await.is_err() { break; }
+                            if ws.send(Message::Text(t.into())).await.is_err() { input_open = false; }
                         }
                         None => input_open = false,
                     },

@@ -220,6 +220,12 @@ impl Root {
         })
     }
 
+    /// The root directory has been removed (its link count fell to zero): whoever owned it
+    /// is gone, and so should this server be.
+    pub fn is_removed(&self) -> bool {
+        fstat(&self.dir).is_ok_and(|st| st.st_nlink == 0)
+    }
+
     /// The root's canonical path.
     pub fn path(&self) -> &Path {
         &self.path

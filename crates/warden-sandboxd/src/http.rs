@@ -354,6 +354,14 @@ pub async fn write_stream(
         if let Some(room) = room
             && written > room
         {
+            // Remove the partial file and let other writes in, then read the rest of the
+            // body before answering: closing the connection with the upload unread makes
+            // the client's write fail, and it would report a broken connection instead of
+            // this error (seen as 503 instead of 413 through `warden serve`).
+            drop(file);
+            drop(pending);
+            drop(_serial);
+            while let Some(Ok(_)) = body.next().await {}
             return Err(ApiError::new(
                 ErrorCode::ResourceExhausted,
                 format!(

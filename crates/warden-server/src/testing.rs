@@ -82,12 +82,7 @@ impl FakeDriver {
     }
 
     fn emit(&self, sandbox: &str, kind: &str, message: &str) {
-        let _ = self.events.send(SandboxEvent {
-            time: SystemTime::now(),
-            sandbox: sandbox.to_string(),
-            kind: kind.to_string(),
-            message: message.to_string(),
-        });
+        let _ = self.events.send(SandboxEvent::now(sandbox, kind, message));
     }
 
     async fn persist(&self, info: &SandboxInfo) {

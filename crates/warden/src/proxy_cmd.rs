@@ -190,27 +190,11 @@ async fn serve(
     );
     let proxy = proxy.with_routes(routes).spawn();
     let admin = tokio::spawn(serve_admin(admin, metrics));
-    let stop = stop_signal().await;
+    let stop = crate::stop_signal().await;
     say!("warden proxy: {stop}, stopping");
     admin.abort();
     proxy.shutdown().await;
     ExitCode::SUCCESS
-}
-
-/// Waits for SIGTERM or SIGINT and names it.
-async fn stop_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        unreachable!("pending never completes");
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    }
 }
 
 /// The network part of the policy file, if any, with the flags on top.

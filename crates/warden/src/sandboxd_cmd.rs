@@ -177,6 +177,10 @@ pub fn main(args: SandboxdArgs) -> ExitCode {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => 0,
             _ = terminated() => 0,
+            _ = root_removed(&state) => {
+                say!("warden sandboxd: the root directory was removed; stopping");
+                0
+            }
             r = futures_wait(tasks) => { say!("warden sandboxd: a listener failed: {r}"); 70 }
         }
     });
@@ -184,6 +188,18 @@ pub fn main(args: SandboxdArgs) -> ExitCode {
         let _ = std::fs::remove_dir_all(t);
     }
     ExitCode::from(code)
+}
+
+/// Resolves once the root directory is deleted. A sandbox whose directory is gone has lost
+/// its owner (a `warden serve` data directory removed with the sandbox still running): it
+/// ends itself rather than run on unseen.
+async fn root_removed(state: &Sandboxd) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        if state.root.is_removed() {
+            return;
+        }
+    }
 }
 
 async fn terminated() {

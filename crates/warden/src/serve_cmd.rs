@@ -161,27 +161,11 @@ async fn serve(
     );
     let state = AppState::new(driver, store, auth);
     let shutdown = async {
-        let stop = stop_signal().await;
+        let stop = crate::stop_signal().await;
         say!("warden serve: {stop}, stopping");
     };
     match warden_server::serve(listener, state, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(StartError::Host(format!("serving: {e}"))),
-    }
-}
-
-/// Waits for SIGTERM or SIGINT and names it.
-async fn stop_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        unreachable!("pending never completes");
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
     }
 }

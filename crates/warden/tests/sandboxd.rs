@@ -113,3 +113,36 @@ fn inherited_jail_is_checked_at_start() {
     assert_eq!(out.status.code(), Some(69));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not inside a warden jail"));
 }
+
+/// A sandbox whose directory was removed on the host (its server's data directory deleted
+/// while it ran) ends itself instead of running on unseen.
+#[test]
+fn sandboxd_stops_when_its_root_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("workspace");
+    std::fs::create_dir(&root).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["sandboxd", "--listen", "127.0.0.1:0", "--root"])
+        .arg(&root)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "sandboxd ended early");
+    std::fs::remove_dir(&root).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("sandboxd kept running after its root was removed");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(0));
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(err.contains("root directory was removed"), "{err}");
+}

@@ -1,89 +1,12 @@
 //! `warden serve` and `warden sandbox`, driven as users would: the real binary, the local
 //! driver, real sandboxes.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
-const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `warden serve` on a free port and waits for its "listening on" line.
-fn serve(data: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(WARDEN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .args(extra)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stderr).lines();
-        for line in lines.by_ref().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                let url = rest.split_whitespace().next().unwrap().to_string();
-                let _ = tx.send(Ok(url));
-            } else if line.contains("warden serve:") && !line.contains("stopping") {
-                let _ = tx.send(Err(line));
-            }
-        }
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(Ok(url)) => Server { child, url },
-        Ok(Err(line)) => panic!("warden serve failed: {line}"),
-        Err(_) => panic!("warden serve did not start"),
-    }
-}
-
-fn http(url: &str, request: &str) -> String {
-    let addr = url.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
-fn sandbox(server: &Server, data: &Path, args: &[&str]) -> Output {
-    Command::new(WARDEN)
-        .arg("sandbox")
-        .args(args)
-        .env("WARDEN_SERVER", &server.url)
-        .env("WARDEN_DATA", data)
-        .env_remove("WARDEN_TOKEN")
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "status {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
+mod support;
+use support::{DataDir, WARDEN, http, ok, sandbox, serve};
 
 #[test]
 fn no_auth_on_a_non_loopback_address_is_refused() {
@@ -136,7 +59,7 @@ fn unreachable_server_says_to_start_it() {
 
 #[test]
 fn token_healthz_auth_and_graceful_stop() {
-    let data = tempfile::tempdir().unwrap();
+    let data = DataDir::new();
     let mut server = serve(data.path(), &[]);
     let token_path = data.path().join("token");
     let mode = std::fs::metadata(&token_path).unwrap().permissions().mode();
@@ -182,7 +105,7 @@ fn token_healthz_auth_and_graceful_stop() {
 
 #[test]
 fn sandbox_cli_end_to_end() {
-    let data = tempfile::tempdir().unwrap();
+    let data = DataDir::new();
     let config = data.path().join("serve.toml");
     std::fs::write(
         &config,

@@ -206,12 +206,7 @@ impl Inner {
     }
 
     fn emit(&self, sandbox: &str, kind: &str, message: impl Into<String>) {
-        let _ = self.events.send(SandboxEvent {
-            time: SystemTime::now(),
-            sandbox: sandbox.to_string(),
-            kind: kind.to_string(),
-            message: message.into(),
-        });
+        let _ = self.events.send(SandboxEvent::now(sandbox, kind, message));
     }
 
     async fn persist(&self, id: &str) {
