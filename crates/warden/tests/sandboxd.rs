@@ -1,5 +1,7 @@
 //! End to end: `warden sandboxd` driven by the real `k8s-agent-sandbox` Python SDK.
 
+mod support;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,37 +21,9 @@ impl Drop for Server {
     }
 }
 
-fn ensure_sdk() {
-    let probe = |m: &str| {
-        Command::new("python3")
-            .args(["-c", &format!("import {m}")])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    };
-    if probe("k8s_agent_sandbox.commands._process_stubs") && probe("grpc") {
-        return;
-    }
-    let ok = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "k8s-agent-sandbox[grpc]==1.0.8",
-        ])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok && probe("grpc"),
-        "cannot install the k8s-agent-sandbox SDK with pip; this test needs it"
-    );
-}
-
 #[test]
 fn k8s_agent_sandbox_sdk_drives_sandboxd() {
-    ensure_sdk();
+    support::ensure_sdk();
     let base = tempfile::tempdir().unwrap();
     let root = base.path().join("root");
     std::fs::create_dir(&root).unwrap();

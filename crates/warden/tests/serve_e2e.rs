@@ -378,35 +378,9 @@ fn python_fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Installs the SDK with pip when it is missing; fails (does not skip) when it cannot.
-fn ensure_sdk() {
-    let probe = || {
-        Command::new("python3")
-            .args(["-c", "import k8s_agent_sandbox.connector, requests"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if probe() {
-        return;
-    }
-    let pip = |extra: &[&str]| {
-        Command::new("python3")
-            .args(["-m", "pip", "install", "-q"])
-            .args(extra)
-            .arg("k8s-agent-sandbox[grpc]==1.0.8")
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let installed = pip(&[]) || pip(&["--break-system-packages"]);
-    assert!(
-        installed && probe(),
-        "cannot install the k8s-agent-sandbox SDK with pip; this test needs it"
-    );
-}
-
 #[test]
 fn k8s_agent_sandbox_sdk_through_the_router_contract() {
-    ensure_sdk();
+    support::ensure_sdk();
     let data = DataDir::new();
     let server = serve(data.path(), &[]);
     let token = data.token();

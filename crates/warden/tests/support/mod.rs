@@ -504,3 +504,29 @@ pub fn ok(out: &Output) -> String {
     );
     String::from_utf8(out.stdout.clone()).unwrap()
 }
+
+/// Installs the SDK with pip when it is missing; fails (does not skip) when it cannot.
+pub fn ensure_sdk() {
+    let probe = || {
+        Command::new("python3")
+            .args(["-c", "import k8s_agent_sandbox.connector, k8s_agent_sandbox.commands._process_stubs, grpc, requests"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if probe() {
+        return;
+    }
+    let pip = |extra: &[&str]| {
+        Command::new("python3")
+            .args(["-m", "pip", "install", "-q"])
+            .args(extra)
+            .arg("k8s-agent-sandbox[grpc]==1.0.8")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let installed = pip(&[]) || pip(&["--break-system-packages"]);
+    assert!(
+        installed && probe(),
+        "cannot install the k8s-agent-sandbox SDK with pip; this test needs it"
+    );
+}
