@@ -13,11 +13,13 @@ macro_rules! say {
 
 mod doctor;
 mod egress;
+mod permissions_cmd;
 mod proxy_cmd;
 mod run;
 mod sandbox_cmd;
 mod sandboxd_cmd;
 mod serve_cmd;
+mod skills_cmd;
 
 use std::process::ExitCode;
 
@@ -50,6 +52,8 @@ enum Command {
     Serve(Box<serve_cmd::ServeArgs>),
     Sandbox(Box<sandbox_cmd::SandboxArgs>),
     Sandboxd(Box<sandboxd_cmd::SandboxdArgs>),
+    Skills(skills_cmd::SkillsArgs),
+    Permissions(permissions_cmd::PermissionsArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +73,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve_cmd::main(*args),
         Command::Sandbox(args) => sandbox_cmd::main(*args),
         Command::Sandboxd(args) => sandboxd_cmd::main(*args),
+        Command::Skills(args) => skills_cmd::main(args),
+        Command::Permissions(args) => permissions_cmd::main(args),
     }
 }
 
