@@ -71,15 +71,19 @@ fn status(e: ApiError) -> Status {
 
 type StartStream = Pin<Box<dyn Stream<Item = Result<StartResponse, Status>> + Send + 'static>>;
 
-/// Removes a started process from the table when its stream ends.
+/// Removes a started process from the table when its stream ends: only its own entry, so
+/// that a newer process that was given the same pid keeps its entry.
 struct Registered {
     state: Arc<Sandboxd>,
     pid: i32,
+    input: tokio::sync::mpsc::Sender<Input>,
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        if let Ok(mut t) = self.state.processes.lock() {
+        if let Ok(mut t) = self.state.processes.lock()
+            && t.get(&self.pid).is_some_and(|s| s.same_channel(&self.input))
+        {
             t.remove(&self.pid);
         }
     }
@@ -130,6 +134,7 @@ impl ProcessService for Process {
             Some(Registered {
                 state: self.state.clone(),
                 pid,
+                input: session.input.clone(),
             })
         } else {
             None

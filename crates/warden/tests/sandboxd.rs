@@ -120,3 +120,85 @@ fn sandboxd_stops_when_its_root_is_removed() {
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(err.contains("root directory was removed"), "{err}");
 }
+
+/// The pids of the live processes whose parent is `pid` (from /proc/*/stat).
+fn children_of(pid: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(child) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after its `)`.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let ppid = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+        if ppid == Some(pid) {
+            let comm = head.split_once('(').map_or("", |(_, c)| c);
+            out.push((child, comm.to_string()));
+        }
+    }
+    out
+}
+
+/// `Start`, `WriteStdin`, `SendSignal` and `ResizeTTY`, driven through the SDK's own gRPC
+/// stubs against a real sandboxd in pod isolation.
+#[test]
+fn grpc_streaming_process_calls() {
+    support::ensure_sdk();
+    let base = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = Server(
+        Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args([
+                "sandboxd",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--root",
+            ])
+            .arg(base.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "sandboxd did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/sandboxd_grpc.py"
+    );
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("ALL OK"),
+        "gRPC driver failed:\n{stdout}\n{stderr}"
+    );
+    // The signalled sleep was reaped: its pid is free, or taken by something else.
+    let sleep_pid: u32 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("SLEEP_PID "))
+        .and_then(|p| p.parse().ok())
+        .expect("the driver names the sleep it signalled");
+    let cmdline = std::fs::read(format!("/proc/{sleep_pid}/cmdline")).unwrap_or_default();
+    assert_ne!(
+        cmdline, b"sleep\x0060\x00",
+        "the signalled sleep is still there"
+    );
+    // Every command ended and was reaped: sandboxd has no children left.
+    assert_eq!(children_of(server.0.id()), vec![], "sandboxd left children");
+}
