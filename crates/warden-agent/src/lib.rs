@@ -9,3 +9,4 @@
 pub mod instructions;
 pub mod permissions;
 pub mod skills;
+pub mod subagents;

@@ -82,7 +82,8 @@ struct Registered {
 impl Drop for Registered {
     fn drop(&mut self) {
         if let Ok(mut t) = self.state.processes.lock()
-            && t.get(&self.pid).is_some_and(|s| s.same_channel(&self.input))
+            && t.get(&self.pid)
+                .is_some_and(|s| s.same_channel(&self.input))
         {
             t.remove(&self.pid);
         }
