@@ -20,6 +20,7 @@ mod sandbox_cmd;
 mod sandboxd_cmd;
 mod serve_cmd;
 mod skills_cmd;
+mod trust_cmd;
 
 use std::process::ExitCode;
 
@@ -54,6 +55,7 @@ enum Command {
     Sandboxd(Box<sandboxd_cmd::SandboxdArgs>),
     Skills(skills_cmd::SkillsArgs),
     Permissions(permissions_cmd::PermissionsArgs),
+    Trust(Box<trust_cmd::TrustArgs>),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
         Command::Sandboxd(args) => sandboxd_cmd::main(*args),
         Command::Skills(args) => skills_cmd::main(args),
         Command::Permissions(args) => permissions_cmd::main(args),
+        Command::Trust(args) => trust_cmd::main(*args),
     }
 }
 
