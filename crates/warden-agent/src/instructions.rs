@@ -116,6 +116,52 @@ impl InstructionSource {
     }
 }
 
+impl InstructionSource {
+    /// What a command's `--repo DIR` (or its absence) and current directory mean: with a
+    /// repository, its canonical root, and the current directory as the working directory if
+    /// it lies inside, else the root; without, the git top level of the current directory, or
+    /// the current directory itself, with a note saying so. Errors name `--repo`.
+    pub fn resolve(repo: Option<&Path>, cwd: &Path) -> Result<(Self, Option<String>), String> {
+        let home = std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from);
+        let mut note = None;
+        let (repo_root, working_dir) = match repo {
+            Some(repo) => {
+                let root = repo
+                    .canonicalize()
+                    .map_err(|e| format!("--repo {}: {e}", repo.display()))?;
+                if !root.is_dir() {
+                    return Err(format!("--repo {}: not a directory", repo.display()));
+                }
+                let wd = match cwd.canonicalize() {
+                    Ok(c) if c.starts_with(&root) => c,
+                    _ => root.clone(),
+                };
+                (root, wd)
+            }
+            None => match find_repo_root(cwd) {
+                Some(root) => (root, cwd.to_path_buf()),
+                None => {
+                    note = Some(format!(
+                        "{} is not inside a git repository: reading it as the repository root",
+                        cwd.display()
+                    ));
+                    (cwd.to_path_buf(), cwd.to_path_buf())
+                }
+            },
+        };
+        Ok((
+            InstructionSource {
+                repo_root,
+                working_dir,
+                home,
+            },
+            note,
+        ))
+    }
+}
+
 /// The git top level of `dir`: the nearest directory at or above it holding `.git` (a
 /// directory, or the file of a worktree or submodule).
 pub fn find_repo_root(dir: &Path) -> Option<PathBuf> {

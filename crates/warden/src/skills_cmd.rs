@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use serde_json::json;
 use warden_agent::instructions::{
-    InstructionSource, Instructions, display_path, find_repo_root, load_instructions,
+    InstructionSource, Instructions, display_path, load_instructions,
 };
 use warden_agent::skills::{Rejected, SkillSet, discover_skills};
 use warden_agent::subagents::{SubagentSet, discover_subagents};
@@ -90,44 +90,14 @@ fn list(args: ListArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let mut note = None;
-    let (root, working_dir) = match &args.repo {
-        Some(repo) => {
-            let root = match repo.canonicalize() {
-                Ok(r) if r.is_dir() => r,
-                Ok(_) => {
-                    say!("warden: --repo {}: not a directory", repo.display());
-                    return ExitCode::from(EXIT_USAGE);
-                }
-                Err(e) => {
-                    say!("warden: --repo {}: {e}", repo.display());
-                    return ExitCode::from(EXIT_USAGE);
-                }
-            };
-            let wd = match cwd.canonicalize() {
-                Ok(c) if c.starts_with(&root) => c,
-                _ => root.clone(),
-            };
-            (root, wd)
+    let (source, note) = match InstructionSource::resolve(args.repo.as_deref(), &cwd) {
+        Ok(r) => r,
+        Err(e) => {
+            say!("warden: {e}");
+            return ExitCode::from(EXIT_USAGE);
         }
-        None => match find_repo_root(&cwd) {
-            Some(root) => (root, cwd.clone()),
-            None => {
-                note = Some(format!(
-                    "{} is not inside a git repository: reading it as the repository root",
-                    cwd.display()
-                ));
-                (cwd.clone(), cwd.clone())
-            }
-        },
     };
-    let source = InstructionSource {
-        repo_root: root.clone(),
-        working_dir,
-        home: std::env::var_os("HOME")
-            .filter(|h| !h.is_empty())
-            .map(PathBuf::from),
-    };
+    let root = source.repo_root.clone();
     let found = (|| -> anyhow::Result<Found> {
         Ok(Found {
             instructions: load_instructions(&source)?,

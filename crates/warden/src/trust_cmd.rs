@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use serde_json::json;
-use warden_agent::instructions::{InstructionSource, find_repo_root, load_instructions};
+use warden_agent::instructions::{InstructionSource, load_instructions};
 use warden_agent::skills::discover_skills;
 use warden_agent::subagents::discover_subagents;
 use warden_agent::trust::signature::manifest_text;
@@ -138,35 +138,9 @@ fn run(args: &TrustArgs) -> Result<ExitCode, Failure> {
 fn context(args: &TrustArgs) -> Result<Context, Failure> {
     let cwd = std::env::current_dir()
         .map_err(|e| Failure::Usage(format!("the current directory: {e}")))?;
-    let (root, working_dir) = match &args.repo {
-        Some(repo) => {
-            let root = repo
-                .canonicalize()
-                .map_err(|e| Failure::Usage(format!("--repo {}: {e}", repo.display())))?;
-            if !root.is_dir() {
-                return Err(Failure::Usage(format!(
-                    "--repo {}: not a directory",
-                    repo.display()
-                )));
-            }
-            let wd = match cwd.canonicalize() {
-                Ok(c) if c.starts_with(&root) => c,
-                _ => root.clone(),
-            };
-            (root, wd)
-        }
-        None => match find_repo_root(&cwd) {
-            Some(root) => (root, cwd.clone()),
-            None => (cwd.clone(), cwd.clone()),
-        },
-    };
-    let source = InstructionSource {
-        repo_root: root.clone(),
-        working_dir,
-        home: std::env::var_os("HOME")
-            .filter(|h| !h.is_empty())
-            .map(PathBuf::from),
-    };
+    let (source, _) =
+        InstructionSource::resolve(args.repo.as_deref(), &cwd).map_err(Failure::Usage)?;
+    let root = source.repo_root.clone();
     let instructions = load_instructions(&source).map_err(|e| Failure::Usage(e.to_string()))?;
     let skills = discover_skills(&root).map_err(refused)?;
     let agents = discover_subagents(&root).map_err(refused)?;
