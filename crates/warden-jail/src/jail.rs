@@ -1214,9 +1214,17 @@ impl Cleanup {
         }));
         let stack: &'static mut [u8] = Box::leak(vec![0u8; 64 * 1024].into_boxed_slice());
         let arg = (task as *mut DetachedCleanup).cast();
+        // The task starts with the hangup and interrupt signals blocked (it inherits the mask)
+        // and ignores them before unblocking, so that a terminal closing as warden exits
+        // cannot stop it before its handlers are set.
+        let old_mask = sys::block_signals(&sys::sigset(&DETACHED_IGNORED)).ok();
         // SAFETY: detached_cleanup only makes system calls; its argument and stack are
         // leaked, so they stay valid for as long as the task runs.
-        if unsafe { sys::spawn_shared_memory_task(detached_cleanup, arg, stack) }.is_err() {
+        let spawned = unsafe { sys::spawn_shared_memory_task(detached_cleanup, arg, stack) };
+        if let Some(old) = old_mask {
+            let _ = sys::set_signal_mask(&old);
+        }
+        if spawned.is_err() {
             // Could not start the task: do the work here (we are the only user of `arg`).
             detached_cleanup(arg);
         }
@@ -1235,12 +1243,30 @@ struct DetachedCleanup {
     parents: Vec<CString>,
 }
 
+/// Signals the detached cleanup task ignores.
+const DETACHED_IGNORED: [libc::c_int; 5] = [
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGQUIT,
+    libc::SIGPIPE,
+];
+
 extern "C" fn detached_cleanup(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the leaked DetachedCleanup that detach() passed, never freed.
     let task = unsafe { &*(arg as *const DetachedCleanup) };
     // Our own copy of the descriptor table: drop everything but the pidfd, so that whoever
     // reads warden's stdout or stderr sees them end when warden exits, not when we do.
     let _ = sys::close_all_except(&mut [task.pidfd]);
+    // warden is exiting, and with it perhaps the session of a terminal: the hangup (or a
+    // Ctrl-C to the process group) must not stop the cleanup half-way, leaving cgroups behind.
+    // The handlers are this task's own (no CLONE_SIGHAND); the signals stay blocked (detach
+    // blocked them before the clone) until they are ignored.
+    let _ = sys::setsid();
+    for sig in DETACHED_IGNORED {
+        sys::ignore_signal(sig);
+    }
+    let _ = sys::set_signal_mask(&sys::sigset(&[]));
     if task.pidfd >= 0 {
         for _ in 0..5 {
             let mut pfd = libc::pollfd {

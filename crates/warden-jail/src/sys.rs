@@ -541,6 +541,11 @@ pub fn default_signal(sig: c_int) {
     unsafe { libc::signal(sig, libc::SIG_DFL) };
 }
 
+pub fn ignore_signal(sig: c_int) {
+    // SAFETY: setting SIG_IGN for a valid signal number has no memory effects.
+    unsafe { libc::signal(sig, libc::SIG_IGN) };
+}
+
 /// Executes `path` with NUL-terminated argument and environment pointer arrays.
 /// Returns only on failure.
 pub fn execve(path: &CStr, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> i32 {

@@ -262,7 +262,7 @@ fn an_interactive_terminal_works() {
     // `script` gives warden a terminal, as a user's shell would.
     let ws = tempfile::tempdir().unwrap();
     let inner = format!(
-        "{} run --tty -- sh -c 'tty; test -t 0 && test -t 1 && echo is-a-terminal; stty size'",
+        "echo warden-pid=$$; exec {} run --tty -- sh -c 'tty; test -t 0 && test -t 1 && echo is-a-terminal; stty size'",
         env!("CARGO_BIN_EXE_warden")
     );
     let out = Command::new("script")
@@ -276,6 +276,37 @@ fn an_interactive_terminal_works() {
     assert!(s.contains("/dev/pts/"), "{s}");
     assert!(s.contains("is-a-terminal"), "{s}");
     assert!(out.status.success(), "{s} {}", text(&out.stderr));
+    // The terminal closes as warden exits; the cleanup it leaves behind still removes the
+    // sandbox's cgroups (the hangup must not stop it).
+    let v2_mount = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find(|l| l.contains(" - cgroup2 "))
+        .and_then(|l| l.split(' ').nth(4).map(PathBuf::from))
+        .expect("a cgroup v2 hierarchy (the default profile makes a cgroup there)");
+    // The sandbox's cgroup is `warden-<pid of warden run>-0` (its first sandbox).
+    let pid = s
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("warden-pid="))
+        .expect("the shell printed warden's pid");
+    let ours = fs::read_to_string("/proc/self/cgroup").unwrap();
+    let ours = ours
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("this process's cgroup v2 path");
+    let cgroups: Vec<PathBuf> = vec![
+        v2_mount
+            .join(ours.trim_start_matches('/'))
+            .join(format!("warden-{pid}-0")),
+    ];
+    let start = Instant::now();
+    while cgroups.iter().any(|c| c.exists()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "cgroups left behind: {cgroups:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
