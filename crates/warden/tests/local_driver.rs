@@ -6,11 +6,14 @@
 //! `STANDIN` tests run a small Python server as the jailed runtime (it answers
 //! `/v1/health` and counts in the workspace) so that the lifecycle is tested on its own.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use support::{DataDir, processes_mentioning};
 use warden_sandbox::{
     ClaimRequest, CreateRequest, Driver, DriverError, Launch, LocalConfig, LocalDriver,
     MemoryStore, Phase, PoolSpec, SandboxStore, Template,
@@ -41,17 +44,16 @@ while True:
 "#;
 
 struct Fixture {
-    _data: tempfile::TempDir,
+    /// Kills whatever sandbox is left under it when dropped: sandboxes outlive their driver
+    /// on purpose, and a failed test must not leave them running.
+    _data: DataDir,
     data: PathBuf,
     store: Arc<MemoryStore>,
 }
 
 impl Fixture {
     fn new() -> Fixture {
-        let data = tempfile::Builder::new()
-            .prefix("wd-")
-            .tempdir_in("/tmp")
-            .unwrap();
+        let data = DataDir::new();
         Fixture {
             data: data.path().to_path_buf(),
             _data: data,
@@ -77,39 +79,6 @@ impl Fixture {
     }
 }
 
-/// A failed test must not leave sandboxes running: sandboxes outlive their driver on
-/// purpose, so the fixture kills whatever is left under its data directory.
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let Ok(dirs) = std::fs::read_dir(self.data.join("sandboxes")) else {
-            return;
-        };
-        for d in dirs.flatten() {
-            let Ok(text) = std::fs::read_to_string(d.path().join("state.json")) else {
-                continue;
-            };
-            let state: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            for cg in state["cgroups"].as_array().into_iter().flatten() {
-                if let Some(cg) = cg.as_str() {
-                    let _ = std::fs::write(Path::new(cg).join("cgroup.kill"), "1");
-                }
-            }
-            if let Some(pid) = state["pid"].as_i64() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-            for cg in state["cgroups"].as_array().into_iter().flatten() {
-                if let Some(cg) = cg.as_str() {
-                    let _ = std::fs::remove_dir(cg);
-                }
-            }
-        }
-    }
-}
-
 fn template(name: &str) -> Template {
     Template {
         name: name.into(),
@@ -125,27 +94,6 @@ fn create(t: &str) -> CreateRequest {
         template: t.into(),
         ..CreateRequest::default()
     }
-}
-
-/// Pids of processes whose command line mentions `dir` (the supervisor and its jail).
-fn processes_mentioning(dir: &Path) -> Vec<u32> {
-    let needle = dir.to_string_lossy().into_owned();
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if pid == std::process::id() {
-            continue;
-        }
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        if String::from_utf8_lossy(&cmd).contains(&needle) {
-            out.push(pid);
-        }
-    }
-    out
 }
 
 /// Waits until nothing of a sandbox remains: no process, no cgroup, no directory.

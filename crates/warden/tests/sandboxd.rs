@@ -3,7 +3,7 @@
 mod support;
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -40,14 +40,9 @@ fn k8s_agent_sandbox_sdk_drives_sandboxd() {
             .spawn()
             .unwrap(),
     );
-    let t = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", ports[2])).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "sandboxd did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    support::wait_for("sandboxd to listen", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", ports[2])).is_ok()
+    });
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/sandboxd_sdk.py"
@@ -104,17 +99,11 @@ fn sandboxd_stops_when_its_root_is_removed() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(child.try_wait().unwrap().is_none(), "sandboxd ended early");
     std::fs::remove_dir(&root).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("sandboxd kept running after its root was removed");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = support::wait_exit(
+        &mut child,
+        Duration::from_secs(30),
+        "sandboxd kept running after its root was removed",
+    );
     assert_eq!(status.code(), Some(0));
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
@@ -165,14 +154,9 @@ fn grpc_streaming_process_calls() {
             .spawn()
             .unwrap(),
     );
-    let t = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "sandboxd did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    support::wait_for("sandboxd to listen", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/sandboxd_grpc.py"

@@ -172,17 +172,11 @@ fn server_crash_mid_exec_recovers_and_bad_input_is_refused() {
         api_result.is_err(),
         "the API client got a response from a dead server: {api_result:?}"
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = cli_exec.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = cli_exec.kill();
-            panic!("`warden sandbox exec` hangs after the server died");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = support::wait_exit(
+        &mut cli_exec,
+        Duration::from_secs(30),
+        "`warden sandbox exec` hangs after the server died",
+    );
     let out = cli_exec.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("warden sandbox exec after the crash: {status}: {stderr}");

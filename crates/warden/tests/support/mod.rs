@@ -1,4 +1,5 @@
-//! Helpers shared by the end-to-end tests of `warden serve` (serve.rs, serve_e2e.rs): a data
+//! Helpers shared by the end-to-end tests (serve.rs, serve_e2e.rs, local_driver.rs,
+//! sandboxd.rs): a data
 //! directory that removes every sandbox left in it, the server as a child process, a small
 //! HTTP/1.1 client that sends paths exactly as written, and `warden sandbox` runs.
 
@@ -205,6 +206,22 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits for `child` to exit; kills it and fails with `hang` if it has not after `timeout`.
+pub fn wait_exit(child: &mut Child, timeout: Duration, hang: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{hang}");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
