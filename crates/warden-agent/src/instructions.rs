@@ -324,9 +324,16 @@ pub fn load_instructions(source: &InstructionSource) -> Result<Instructions, Ins
             .any(|n| d.join(n).symlink_metadata().is_ok())
     });
 
+    // Instruction files go into the model's prompt: never a secret. The same blocklist as
+    // the sandbox's, for the home directory as named and as resolved.
+    let homes: Vec<PathBuf> = home
+        .iter()
+        .flat_map(|(named, real)| [named.clone(), real.clone()])
+        .collect();
     let mut loader = Loader {
         root: root.clone(),
         home,
+        blocklist: warden_policy::blocklist::expand(&homes),
         loaded: HashSet::new(),
         total: 0,
         parts: Vec::new(),
@@ -380,6 +387,8 @@ struct Loader {
     root: PathBuf,
     /// The home directory as named and as resolved.
     home: Option<(PathBuf, PathBuf)>,
+    /// The sensitive-path blocklist: never imported.
+    blocklist: Vec<PathBuf>,
     /// Resolved paths of the files already loaded.
     loaded: HashSet<PathBuf>,
     total: usize,
@@ -591,16 +600,9 @@ impl Loader {
             );
             return;
         }
-        // Instruction files go into the model's prompt: never a secret, whatever the import
-        // says (`@~/.ssh/id_rsa`, `@~/.aws/credentials`, or a symlink in the repository
-        // pointing there). The same blocklist as the sandbox's.
-        let homes: Vec<PathBuf> = self
-            .home
-            .iter()
-            .flat_map(|(named, real)| [named.clone(), real.clone()])
-            .collect();
-        let blocklist = warden_policy::blocklist::expand(&homes);
-        if let Some(blocked) = warden_policy::blocklist::covering(&blocklist, &real) {
+        // Never a secret, whatever the import says (`@~/.ssh/id_rsa`, `@~/.aws/credentials`,
+        // or a symlink in the repository pointing there).
+        if let Some(blocked) = warden_policy::blocklist::covering(&self.blocklist, &real) {
             self.warn(
                 from,
                 at(format!(

@@ -230,6 +230,72 @@ impl CgroupHost {
     }
 }
 
+/// Kills every process in the cgroups at `paths` (one sandbox's, one per hierarchy): the v2
+/// `cgroup.kill` where there is one (atomic; it reaches frozen processes too). Otherwise
+/// SIGKILL to every listed pid, with the group frozen first (v2 `cgroup.freeze` or the v1
+/// `freezer`) so that nothing forks between reading the list and killing it, and thawed so
+/// that the signals land.
+pub fn kill_cgroups(paths: &[PathBuf]) {
+    if let Some(d) = paths.iter().find(|d| d.join("cgroup.kill").exists())
+        && fs::write(d.join("cgroup.kill"), "1").is_ok()
+    {
+        return;
+    }
+    let freezer = paths.iter().find_map(|d| {
+        if d.join("cgroup.freeze").exists() {
+            Some((d.join("cgroup.freeze"), "1", "0"))
+        } else if d.join("freezer.state").exists() {
+            Some((d.join("freezer.state"), "FROZEN", "THAWED"))
+        } else {
+            None
+        }
+    });
+    if let Some((file, frozen, _)) = &freezer {
+        let _ = fs::write(file, frozen);
+        // Freezing is asynchronous: wait (briefly) until the kernel reports it done.
+        let dir = file.parent().unwrap_or(Path::new("/"));
+        for _ in 0..100 {
+            let done = fs::read_to_string(dir.join("freezer.state"))
+                .map(|s| s.trim() == "FROZEN")
+                .or_else(|_| {
+                    fs::read_to_string(dir.join("cgroup.events"))
+                        .map(|s| s.lines().any(|l| l == "frozen 1"))
+                })
+                .unwrap_or(true);
+            if done {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    for _ in 0..16 {
+        let mut pids: Vec<i32> = paths
+            .iter()
+            .filter_map(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
+            .flat_map(|s| {
+                s.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        if pids.is_empty() {
+            break;
+        }
+        for pid in pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        if let Some((file, _, thawed)) = &freezer {
+            let _ = fs::write(file, thawed);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// Limits to apply; `None` leaves a controller alone.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CgroupLimits {
@@ -437,32 +503,9 @@ impl SandboxCgroup {
             .collect()
     }
 
-    /// Kills every process in the sandbox's cgroups.
+    /// Kills every process in the sandbox's cgroups (see [`kill_cgroups`]).
     pub fn kill_all(&self) {
-        if let Some(d) = self.dirs.iter().find(|d| d.v2) {
-            let kill = d.path.join("cgroup.kill");
-            if kill.exists() && fs::write(&kill, "1").is_ok() {
-                return;
-            }
-        }
-        for d in &self.dirs {
-            for _ in 0..16 {
-                let procs = fs::read_to_string(d.path.join("cgroup.procs")).unwrap_or_default();
-                let pids: Vec<i32> = procs
-                    .split_whitespace()
-                    .filter_map(|p| p.parse().ok())
-                    .collect();
-                if pids.is_empty() {
-                    break;
-                }
-                for pid in pids {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
-        }
+        kill_cgroups(&self.paths());
     }
 
     /// How many times the kernel's OOM killer killed a process of this sandbox.

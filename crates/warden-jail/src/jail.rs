@@ -191,6 +191,35 @@ pub struct Jail {
     retry: Option<Box<JailConfig>>,
 }
 
+/// The read grants of a read scope: the system directories that exist (canonical), or the
+/// whole root. `in_root` maps a host path into the sandbox's root directory.
+pub(crate) fn scope_read_grants(
+    scope: ReadScope,
+    in_root: impl Fn(&str) -> PathBuf,
+) -> Vec<(PathBuf, ll::Access_)> {
+    match scope {
+        ReadScope::System => SYSTEM_DIRS
+            .iter()
+            .filter_map(|d| fs::canonicalize(in_root(d)).ok())
+            .map(|c| (c, ll::read()))
+            .collect(),
+        ReadScope::Host => vec![(in_root("/"), ll::read())],
+    }
+}
+
+/// What pod isolation (no mounts of its own) grants besides the policy's paths: the host's
+/// `/proc` and `/sys` read-only, and the device nodes of a minimal `/dev`.
+pub(crate) fn pod_base_grants() -> Vec<(PathBuf, ll::Access_)> {
+    let mut grants = vec![("/proc".into(), ll::read()), ("/sys".into(), ll::read())];
+    for dev in mounts::DEVICES {
+        let p = PathBuf::from(format!("/dev/{dev}"));
+        if ll::is_char_device(&p) {
+            grants.push((p, ll::device()));
+        }
+    }
+    grants
+}
+
 fn policy_err(field: &str, msg: String) -> JailError {
     JailError::Policy(PolicyError::new(field, msg))
 }
@@ -558,16 +587,7 @@ impl Jail {
         let mut write_grants: Vec<(PathBuf, ll::Access_)> = Vec::new();
         // Rules on the sandbox's fresh filesystems, added by the child after mounting.
         let mut after_mount: Vec<(PathBuf, ll::Access_)> = Vec::new();
-        match fsp.read_scope {
-            ReadScope::System => {
-                for d in SYSTEM_DIRS {
-                    if let Ok(c) = fs::canonicalize(in_root(d)) {
-                        read_grants.push((c, ll::read()));
-                    }
-                }
-            }
-            ReadScope::Host => read_grants.push((in_root("/"), ll::read())),
-        }
+        read_grants.extend(scope_read_grants(fsp.read_scope, in_root));
         if fsp.home == HomeMode::ReadOnly && home_exists {
             read_grants.push((home_canonical.clone(), ll::read()));
         }
@@ -595,14 +615,7 @@ impl Jail {
                 after_mount.push((home_canonical.clone(), ll::read_write()));
             }
         } else {
-            read_grants.push(("/proc".into(), ll::read()));
-            read_grants.push(("/sys".into(), ll::read()));
-            for dev in mounts::DEVICES {
-                let p = PathBuf::from(format!("/dev/{dev}"));
-                if ll::is_char_device(&p) {
-                    read_grants.push((p, ll::device()));
-                }
-            }
+            read_grants.extend(pod_base_grants());
             if let Some(s) = &scratch {
                 write_grants.push((s.clone(), ll::read_write()));
             }

@@ -23,10 +23,10 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use warden_policy::{NetworkMode, ReadScope, SandboxPolicy, blocklist};
+use warden_policy::{NetworkMode, SandboxPolicy, blocklist};
 
 use crate::host::HostUser;
-use crate::jail::{JailError, SYSTEM_DIRS};
+use crate::jail::{JailError, pod_base_grants, scope_read_grants};
 use crate::landlock::{self as ll, FsRule, LandlockSupport, NetRules};
 use crate::layer::{Layer, LayerReport, LayerStatus};
 use crate::seccomp::{self, SeccompOptions};
@@ -102,30 +102,13 @@ impl PodJail {
             }
         }
 
-        let mut read_grants: Vec<(PathBuf, ll::Access_)> = Vec::new();
-        match policy.filesystem.read_scope {
-            ReadScope::System => {
-                for d in SYSTEM_DIRS {
-                    if let Ok(c) = fs::canonicalize(d) {
-                        read_grants.push((c, ll::read()));
-                    }
-                }
-            }
-            ReadScope::Host => read_grants.push(("/".into(), ll::read())),
-        }
+        let mut read_grants = scope_read_grants(policy.filesystem.read_scope, |p| PathBuf::from(p));
         for p in &policy.filesystem.read_only {
             if let Ok(c) = fs::canonicalize(p) {
                 read_grants.push((c, ll::read()));
             }
         }
-        read_grants.push(("/proc".into(), ll::read()));
-        read_grants.push(("/sys".into(), ll::read()));
-        for dev in crate::mounts::DEVICES {
-            let p = PathBuf::from(format!("/dev/{dev}"));
-            if ll::is_char_device(&p) {
-                read_grants.push((p, ll::device()));
-            }
-        }
+        read_grants.extend(pod_base_grants());
         let mut list = |p: &Path| ll::list_dir(p);
         let mut rules: Vec<FsRule> = ll::carve(&read_grants, &denied, &mut list).map_err(|e| {
             JailError::Host(format!(

@@ -129,28 +129,23 @@ impl IntoResponse for ApiError {
 /// duration", "unknown field `foo`, expected one of ...".
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path.is_empty() || path == "." {
-            ApiError::invalid(format!("request body: {inner}"))
-        } else {
-            ApiError::invalid(format!("request body: `{path}`: {inner}"))
-        }
-    })
+    serde_path_to_error::deserialize(de).map_err(naming_the_field)
 }
 
 /// Like `parse_json`, from a JSON value already read.
 pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path.is_empty() || path == "." {
-            ApiError::invalid(format!("request body: {inner}"))
-        } else {
-            ApiError::invalid(format!("request body: `{path}`: {inner}"))
-        }
-    })
+    serde_path_to_error::deserialize(value).map_err(naming_the_field)
+}
+
+/// A 400 that names the field of the request body a deserialisation error is about.
+fn naming_the_field<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> ApiError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    if path.is_empty() || path == "." {
+        ApiError::invalid(format!("request body: {inner}"))
+    } else {
+        ApiError::invalid(format!("request body: `{path}`: {inner}"))
+    }
 }
 
 /// A JSON request body whose errors are `ApiError`s naming the field.

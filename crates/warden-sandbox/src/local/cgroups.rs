@@ -146,39 +146,9 @@ impl SandboxCgroups {
         out
     }
 
-    /// Kills every process of the sandbox: `cgroup.kill` where there is a v2 cgroup (it
-    /// reaches frozen processes too), SIGKILL to each listed pid otherwise; a v1 freezer is
-    /// thawed afterwards so that the signals are delivered.
+    /// Kills every process of the sandbox (`warden_jail::cgroup::kill_cgroups`).
     pub fn kill_all(&self) {
-        if let Some(d) = self.v2() {
-            let _ = fs::write(d.join("cgroup.kill"), "1");
-        } else if let Some(d) = self.v1_freezer() {
-            // Without cgroup.kill, freeze first so that nothing forks between reading the
-            // task list and killing it; the SIGKILLs land once the group is thawed below.
-            let _ = fs::write(d.join("freezer.state"), "FROZEN");
-            for _ in 0..100 {
-                if fs::read_to_string(d.join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN") {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
-        for _ in 0..16 {
-            let pids = self.pids();
-            if pids.is_empty() {
-                break;
-            }
-            for pid in pids {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            if let Some(d) = self.v1_freezer() {
-                let _ = fs::write(d.join("freezer.state"), "THAWED");
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        warden_jail::cgroup::kill_cgroups(&self.paths);
     }
 
     /// Removes the directories, waiting up to `wait` for the kernel to let go of the last
