@@ -1,7 +1,7 @@
 //! Helpers shared by the end-to-end tests (serve.rs, serve_e2e.rs, local_driver.rs,
-//! sandboxd.rs): a data
-//! directory that removes every sandbox left in it, the server as a child process, a small
-//! HTTP/1.1 client that sends paths exactly as written, and `warden sandbox` runs.
+//! sandboxd.rs): a data directory that removes every sandbox left in it, the server as a
+//! child process, a small HTTP/1.1 client that sends paths exactly as written, `warden
+//! sandbox` runs, and waits.
 
 #![allow(dead_code)] // each test file uses its own subset
 
