@@ -108,6 +108,17 @@ async fn legacy_execute(State(st): St, body: Bytes) -> Result<Response, ApiError
 }
 
 async fn legacy_upload(State(st): St, mut form: Multipart) -> Result<Response, ApiError> {
+    let result = upload_form(&st, &mut form).await;
+    if result.is_err() {
+        // As for `PUT /v1/files`: read the rest of the upload before answering.
+        while let Ok(Some(mut field)) = form.next_field().await {
+            while let Ok(Some(_)) = field.chunk().await {}
+        }
+    }
+    result
+}
+
+async fn upload_form(st: &Arc<Sandboxd>, form: &mut Multipart) -> Result<Response, ApiError> {
     let mut done = None;
     while let Some(field) = form
         .next_field()
@@ -130,7 +141,7 @@ async fn legacy_upload(State(st): St, mut form: Multipart) -> Result<Response, A
                 Err(e) => Some((Err(ApiError::invalid(format!("file: {e}"))), f)),
             }
         });
-        write_stream(&st, parts, 0o644, stream).await?;
+        write_stream(st, parts, 0o644, stream).await?;
         done = Some(dest);
         break;
     }
@@ -277,8 +288,26 @@ async fn files_put(
     q: Result<Query<PutQuery>, axum::extract::rejection::QueryRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let mut body = body.into_data_stream();
+    let result = put_file(&st, &path, q, &mut body).await;
+    if result.is_err() {
+        // Read the rest of the upload before answering: closing the connection with the
+        // body unread makes the client's write fail, and it would report a broken
+        // connection instead of this error (`warden serve` answered 503 instead of 403 or
+        // 413). Whatever was written is removed by then.
+        while let Some(Ok(_)) = body.next().await {}
+    }
+    result
+}
+
+async fn put_file(
+    st: &Arc<Sandboxd>,
+    path: &str,
+    q: Result<Query<PutQuery>, axum::extract::rejection::QueryRejection>,
+    body: &mut axum::body::BodyDataStream,
+) -> Result<Response, ApiError> {
     let q = query(q)?;
-    let parts = st.root.parse(&path)?;
+    let parts = st.root.parse(path)?;
     match q.kind.as_deref() {
         None | Some("file") => {}
         Some("directory") => {
@@ -303,10 +332,8 @@ async fn files_put(
         .map(parse_mode)
         .transpose()?
         .unwrap_or(0o644);
-    let stream = body
-        .into_data_stream()
-        .map(|r| r.map_err(|e| ApiError::invalid(format!("request body: {e}"))));
-    write_stream(&st, parts, mode, stream).await?;
+    let stream = body.map(|r| r.map_err(|e| ApiError::invalid(format!("request body: {e}"))));
+    write_stream(st, parts, mode, stream).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -354,14 +381,8 @@ pub async fn write_stream(
         if let Some(room) = room
             && written > room
         {
-            // Remove the partial file and let other writes in, then read the rest of the
-            // body before answering: closing the connection with the upload unread makes
-            // the client's write fail, and it would report a broken connection instead of
-            // this error (seen as 503 instead of 413 through `warden serve`).
-            drop(file);
-            drop(pending);
-            drop(_serial);
-            while let Some(Ok(_)) = body.next().await {}
+            // The partial file is removed (and other writes let in) as this returns; the
+            // caller reads the rest of the upload before answering.
             return Err(ApiError::new(
                 ErrorCode::ResourceExhausted,
                 format!(

@@ -453,6 +453,31 @@ async fn client_over_unix_socket() {
         other => panic!("{other:?}"),
     }
     c.remove("d", true).await.unwrap();
+    // A refused upload is answered with its error, not a broken connection, even when the
+    // rest of the body arrives after sandboxd has refused it (as when `warden serve` relays
+    // an upload from its own client).
+    let chunks = futures_util::stream::unfold(0, |i| async move {
+        if i == 3 {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        Some((
+            Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'x'; 64 << 10])),
+            i + 1,
+        ))
+    });
+    let late = Body::from_stream(chunks);
+    match c.write_file("../escape.bin", None, late).await {
+        Err(warden_sandboxd::client::ClientError::Api(e)) => {
+            assert_eq!(
+                e.code,
+                warden_sandboxd::proto::ErrorCode::PermissionDenied,
+                "{e:?}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!dir.path().parent().unwrap().join("escape.bin").exists());
     match c.read_file("../x").await {
         Err(warden_sandboxd::client::ClientError::Api(e)) => {
             assert_eq!(e.code, warden_sandboxd::proto::ErrorCode::PermissionDenied)
