@@ -83,6 +83,12 @@ pub struct CreateRequest {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// A host directory to use as the workspace instead of a fresh one (`warden agent` on
+    /// a local repository). Only in-process callers can set it: it is never read from the
+    /// API, whose clients must not choose host paths. The directory is left in place when
+    /// the sandbox ends.
+    #[serde(skip)]
+    pub workspace: Option<PathBuf>,
 }
 
 /// `claim`: a ready member of a warm pool, or a cold create of the pool's template when the

@@ -13,6 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, head, post, put};
 use futures_util::{SinkExt, Stream, StreamExt};
 use serde::Deserialize;
+use warden_agent::run::approval::{AnswerError, all_pending, answer_in};
+use warden_agent::run::{Answer, PendingApproval};
 use warden_sandbox::{
     ClaimRequest, CreateRequest, Phase, PoolSpec, PoolStatus, SandboxEvent, SandboxInfo, StdinMsg,
     StreamItem, Template,
@@ -103,6 +105,13 @@ pub(crate) fn routes() -> Vec<Route> {
                 .merge(delete(delete_file)),
         ),
         r("/v1/events", &["get"], true, get(events)),
+        r("/v1/approvals", &["get"], true, get(list_approvals)),
+        r(
+            "/v1/approvals/{run}/{call}",
+            &["post"],
+            true,
+            post(answer_approval),
+        ),
     ]
 }
 
@@ -928,4 +937,63 @@ fn event_sse(e: &SandboxEvent) -> Event {
     Event::default()
         .event(e.kind.clone())
         .data(serde_json::to_string(e).unwrap_or_default())
+}
+
+/// The tool calls `warden agent` runs wait on (an `ask` rule matched), oldest first.
+#[utoipa::path(get, path = "/v1/approvals", tag = "approvals",
+    responses((status = 200, body = Vec<crate::openapi::PendingApprovalDoc>)))]
+pub async fn list_approvals(
+    State(state): State<AppState>,
+) -> ApiResult<Json<Vec<PendingApproval>>> {
+    let Some(runs) = state.agent_runs().map(|d| d.to_path_buf()) else {
+        return Ok(Json(Vec::new()));
+    };
+    let pending = tokio::task::spawn_blocking(move || all_pending(&runs))
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(pending))
+}
+
+/// `POST /v1/approvals/{run}/{call}`: a person's answer. The server records it as given by
+/// `api`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalDecision {
+    /// true lets the call run; false refuses it.
+    approved: bool,
+    /// Why; passed to the model with the result.
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Answers a pending approval; the waiting run picks the answer up within a moment.
+#[utoipa::path(post, path = "/v1/approvals/{run}/{call}", tag = "approvals",
+    params(("run" = String, Path, description = "The run's id (`run-...`)"),
+        ("call" = String, Path, description = "The call's id, as `GET /v1/approvals` lists it")),
+    request_body = ApprovalDecision,
+    responses((status = 204, description = "Answered"),
+        (status = 400, body = crate::openapi::ErrorDoc),
+        (status = 404, description = "Not pending: answered already, timed out, or never asked",
+            body = crate::openapi::ErrorDoc)))]
+pub async fn answer_approval(
+    State(state): State<AppState>,
+    Path((run, call)): Path<(String, String)>,
+    JsonBody(decision): JsonBody<ApprovalDecision>,
+) -> ApiResult<StatusCode> {
+    let Some(runs) = state.agent_runs().map(|d| d.to_path_buf()) else {
+        return Err(AnswerError::NotPending { run, call }.into());
+    };
+    let answer = Answer {
+        approved: decision.approved,
+        reason: decision.reason,
+        by: "api".into(),
+    };
+    // `answer_in` refuses run ids that are not plain names and keeps call ids to file-safe
+    // characters, so neither can reach outside the runs directory.
+    let (r, c) = (run.clone(), call.clone());
+    tokio::task::spawn_blocking(move || answer_in(&runs, &r, &c, &answer))
+        .await
+        .map_err(ApiError::internal)??;
+    tracing::info!(run = %run, call = %call, approved = decision.approved, "approval answered");
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -11,6 +11,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use warden_agent::run::approval::AnswerError;
 use warden_sandbox::DriverError;
 
 /// An API error: a status, a code and a message that names the problem.
@@ -91,6 +92,15 @@ impl From<DriverError> for ApiError {
             _ => "INTERNAL",
         };
         ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl From<AnswerError> for ApiError {
+    fn from(e: AnswerError) -> ApiError {
+        match e {
+            AnswerError::NotPending { .. } => ApiError::not_found(e.to_string()),
+            AnswerError::Io { .. } => ApiError::internal(e),
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! The control plane behind `warden serve`.
 //!
 //! Owns: the HTTP API (sandboxes, templates, pools, exec, files, events, the router
-//! contract), bearer-token auth, the embedded store, metrics.
+//! contract, answers to `warden agent` runs' approvals), bearer-token auth, the embedded
+//! store, metrics.
 //! Must never: answer an unauthenticated request on a non-loopback address, or lose track of
 //! a sandbox across a restart.
 //!
@@ -46,6 +47,8 @@ pub const ROUTER_TIMEOUT: Duration = Duration::from_secs(180);
 #[derive(Debug, Clone)]
 pub struct AppState {
     inner: Arc<Inner>,
+    /// `<data>/agent-runs`, where `warden agent` runs publish the approvals they wait on.
+    agent_runs: Option<Arc<Path>>,
 }
 
 #[derive(Debug)]
@@ -76,7 +79,15 @@ impl AppState {
                 metrics: Metrics::new(),
                 router_timeout,
             }),
+            agent_runs: None,
         }
+    }
+
+    /// Serves the approvals of the `warden agent` runs under `dir` (`<data>/agent-runs`).
+    /// Without it, `GET /v1/approvals` lists nothing and every answer is a 404.
+    pub fn with_agent_runs(mut self, dir: impl Into<PathBuf>) -> AppState {
+        self.agent_runs = Some(Arc::from(dir.into()));
+        self
     }
 
     pub fn driver(&self) -> &Arc<dyn Driver> {
@@ -97,6 +108,11 @@ impl AppState {
 
     pub fn router_timeout(&self) -> Duration {
         self.inner.router_timeout
+    }
+
+    /// The directory of `warden agent` runs whose approvals the API answers, if any.
+    pub fn agent_runs(&self) -> Option<&Path> {
+        self.agent_runs.as_deref()
     }
 
     /// Keeps every driver event in the store (for `GET /v1/events?since=`), until the

@@ -238,6 +238,30 @@ pub struct SandboxEventDoc {
     message: String,
 }
 
+/// A tool call a `warden agent` run waits on: an `ask` rule matched it. Unanswered by
+/// `deadline`, it is denied (or, for a run started with `--on-timeout cancel`, the run ends).
+#[derive(Debug, ToSchema)]
+#[schema(as = PendingApproval)]
+pub struct PendingApprovalDoc {
+    /// The run's id (`run-...`).
+    run_id: String,
+    /// The call's id, as the model's provider gave it.
+    call_id: String,
+    /// The tool, e.g. `Bash`.
+    tool: String,
+    /// The call in rule syntax, e.g. `Bash(git push origin main)`.
+    call: String,
+    /// The tool's input as the model gave it.
+    #[schema(value_type = Object)]
+    input: serde_json::Value,
+    /// The rule that asked, or why no rule allowed the call.
+    basis: String,
+    /// RFC 3339.
+    requested_at: String,
+    /// RFC 3339: when the call is answered for the person.
+    deadline: String,
+}
+
 /// An error: `code` is one of PERMISSION_DENIED, NOT_FOUND, INVALID_ARGUMENT, CONFLICT,
 /// RESOURCE_EXHAUSTED, UNAVAILABLE, INTERNAL, UNAUTHENTICATED.
 #[derive(Debug, ToSchema)]
@@ -270,6 +294,8 @@ impl Modify for BearerAuth {
 const DESCRIPTION: &str = "The sandbox API of `warden serve`. Every route but `/healthz` needs \
 `Authorization: Bearer <token>`; the token is in `<data>/token`. Errors are \
 `{\"code\", \"message\"}` with the status of the problem.\n\n\
+Approvals: the tool calls that `warden agent` runs (with the same data directory) wait on, \
+listed and answered as `warden approvals` does.\n\n\
 Router contract (kubernetes-sigs/agent-sandbox): any request carrying `X-Sandbox-ID`, on any \
 path, is forwarded to that sandbox's runtime server (`X-Sandbox-Port`, default 8888) with the \
 upstream router's validation and `{\"detail\": \"...\"}` errors (400, 502, 504).";
@@ -302,6 +328,8 @@ upstream router's validation and `{\"detail\": \"...\"}` errors (400, 502, 504).
         crate::api::put_file,
         crate::api::delete_file,
         crate::api::events,
+        crate::api::list_approvals,
+        crate::api::answer_approval,
     ),
     components(schemas(ExecEventDoc)),
     modifiers(&BearerAuth),

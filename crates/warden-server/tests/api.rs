@@ -9,6 +9,7 @@ use axum::response::Response;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
+use warden_agent::run::{Answer, ApprovalBox, PendingApproval};
 use warden_sandbox::{Driver, Endpoint};
 use warden_server::testing::FakeDriver;
 use warden_server::{AppState, Auth, Store, app};
@@ -1228,4 +1229,195 @@ async fn bad_config_names_the_field_and_no_auth_needs_loopback() {
         .unwrap_err();
     assert_eq!(err.exit_code(), 64, "{err}");
     assert!(err.to_string().contains("missing"), "{err}");
+}
+
+// ---- approvals of `warden agent` runs ----
+
+fn pending(run: &str, call: &str, requested_at: &str) -> PendingApproval {
+    PendingApproval {
+        run_id: run.into(),
+        call_id: call.into(),
+        tool: "Bash".into(),
+        call: "Bash(git push origin main)".into(),
+        input: json!({"command": "git push origin main"}),
+        basis: "Bash(git push *)".into(),
+        requested_at: requested_at.into(),
+        deadline: "2030-01-01T00:10:00Z".into(),
+    }
+}
+
+#[tokio::test]
+async fn approvals_are_listed_and_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("agent-runs");
+    let abc = ApprovalBox::new(&runs.join("run-abc"));
+    let later = pending("run-abc", "toolu_02", "2030-01-01T00:00:09Z");
+    let earlier = pending("run-def", "toolu_01", "2030-01-01T00:00:01Z");
+    abc.publish(&later).unwrap();
+    ApprovalBox::new(&runs.join("run-def"))
+        .publish(&earlier)
+        .unwrap();
+    let mut h = harness().await;
+    h.state = h.state.clone().with_agent_runs(&runs);
+
+    // Listed oldest first, each as the run published it.
+    let (s, v) = h.call("GET", "/v1/approvals", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v,
+        json!([
+            serde_json::to_value(&earlier).unwrap(),
+            serde_json::to_value(&later).unwrap()
+        ])
+    );
+
+    // Approve: the answer file is written for the waiting run, given by `api`.
+    let (s, v) = h
+        .call(
+            "POST",
+            "/v1/approvals/run-abc/toolu_02",
+            Some(json!({"approved": true, "reason": "ok for this branch"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    assert_eq!(
+        abc.take_answer("toolu_02"),
+        Some(Answer {
+            approved: true,
+            reason: Some("ok for this branch".into()),
+            by: "api".into(),
+        })
+    );
+    // Deny without a reason.
+    let (s, _) = h
+        .call(
+            "POST",
+            "/v1/approvals/run-def/toolu_01",
+            Some(json!({"approved": false})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(
+        ApprovalBox::new(&runs.join("run-def")).take_answer("toolu_01"),
+        Some(Answer {
+            approved: false,
+            reason: None,
+            by: "api".into(),
+        })
+    );
+
+    // A call that is not pending: 404 naming the run and the call.
+    for path in [
+        "/v1/approvals/run-abc/toolu_99",
+        "/v1/approvals/run-nope/toolu_02",
+    ] {
+        let (s, v) = h.call("POST", path, Some(json!({"approved": true}))).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{path}: {v}");
+        assert_eq!(v["code"], "NOT_FOUND");
+        let msg = v["message"].as_str().unwrap();
+        let (run, call) = path["/v1/approvals/".len()..].split_once('/').unwrap();
+        assert!(
+            msg.contains(&format!("`{run}`")) && msg.contains(&format!("`{call}`")),
+            "{msg}"
+        );
+    }
+
+    // A bad body: 400 naming the field.
+    for (body, field) in [
+        (json!({"approved": "yes"}), "`approved`"),
+        (json!({"reason": "no"}), "`approved`"),
+        (json!({"approved": true, "by": "me"}), "`by`"),
+        (json!({"approved": true, "reason": 3}), "`reason`"),
+    ] {
+        let (s, v) = h
+            .call("POST", "/v1/approvals/run-abc/toolu_02", Some(body.clone()))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert_eq!(v["code"], "INVALID_ARGUMENT");
+        assert!(
+            v["message"].as_str().unwrap().contains(field),
+            "{body}: {v}"
+        );
+    }
+    let (s, v) = h
+        .call(
+            "POST",
+            "/v1/approvals/run-abc/toolu_02",
+            Some(Value::String(String::new())),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+
+    // Without the token: 401 for both routes, and nothing answered.
+    abc.close("toolu_02");
+    abc.publish(&later).unwrap();
+    for (method, path) in [
+        ("GET", "/v1/approvals"),
+        ("POST", "/v1/approvals/run-abc/toolu_02"),
+    ] {
+        let resp = app(h.state.clone())
+            .oneshot(
+                Request::builder()
+                    .method(method)
+                    .uri(path)
+                    .body(Body::from(r#"{"approved": true}"#))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
+    }
+    assert_eq!(abc.take_answer("toolu_02"), None);
+}
+
+#[tokio::test]
+async fn approvals_never_leave_the_runs_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("agent-runs");
+    std::fs::create_dir_all(&runs).unwrap();
+    // Pending approvals where a run id climbing out of `runs` would find them.
+    let parent = ApprovalBox::new(dir.path());
+    parent
+        .publish(&pending("x", "c", "2030-01-01T00:00:00Z"))
+        .unwrap();
+    let victim = ApprovalBox::new(&dir.path().join("victim"));
+    victim
+        .publish(&pending("x", "c", "2030-01-01T00:00:00Z"))
+        .unwrap();
+    let mut h = harness().await;
+    h.state = h.state.clone().with_agent_runs(&runs);
+    for path in [
+        "/v1/approvals/../c",
+        "/v1/approvals/%2E%2E/c",
+        "/v1/approvals/..%2Fvictim/c",
+        "/v1/approvals/agent-runs%2F..%2F..%2Fvictim/c",
+        "/v1/approvals/../victim/c",
+        "/v1/approvals/%2Fetc/c",
+        "/v1/approvals/.hidden/c",
+    ] {
+        let (s, v) = h.call("POST", path, Some(json!({"approved": true}))).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{path}: {v}");
+        assert_eq!(v["code"], "NOT_FOUND", "{path}: {v}");
+    }
+    assert_eq!(parent.take_answer("c"), None);
+    assert_eq!(victim.take_answer("c"), None);
+    // Nothing under `runs` is pending.
+    let (s, v) = h.call("GET", "/v1/approvals", None).await;
+    assert_eq!((s, v), (StatusCode::OK, json!([])));
+}
+
+#[tokio::test]
+async fn without_a_runs_directory_nothing_is_pending() {
+    let h = harness().await;
+    let (s, v) = h.call("GET", "/v1/approvals", None).await;
+    assert_eq!((s, v), (StatusCode::OK, json!([])));
+    let (s, v) = h
+        .call(
+            "POST",
+            "/v1/approvals/run-abc/toolu_01",
+            Some(json!({"approved": true})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("`run-abc`"), "{v}");
 }

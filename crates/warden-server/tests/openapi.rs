@@ -195,6 +195,20 @@ fn schemas_match_the_real_types() {
             .unwrap(),
         ),
         (
+            "PendingApproval",
+            serde_json::to_value(warden_agent::run::PendingApproval {
+                run_id: "run-1".into(),
+                call_id: "c".into(),
+                tool: "Bash".into(),
+                call: "Bash(ls)".into(),
+                input: serde_json::json!({"command": "ls"}),
+                basis: "Bash(ls *)".into(),
+                requested_at: "2030-01-01T00:00:00Z".into(),
+                deadline: "2030-01-01T00:10:00Z".into(),
+            })
+            .unwrap(),
+        ),
+        (
             "Error",
             serde_json::to_value(ErrorBody {
                 code: ErrorCode::NotFound,
@@ -210,6 +224,17 @@ fn schemas_match_the_real_types() {
             "schema {schema} drifted from the type"
         );
     }
+    // An approval's answer takes `approved` and `reason`: the fields of an Answer but `by`,
+    // which the server sets.
+    let answer = serde_json::to_value(warden_agent::run::Answer {
+        approved: true,
+        reason: Some("r".into()),
+        by: "api".into(),
+    })
+    .unwrap();
+    let mut expected = keys(&answer);
+    expected.remove("by");
+    assert_eq!(props(&doc, "ApprovalDecision"), expected);
     // Every ExecEvent field is described.
     let event_props = props(&doc, "ExecEvent");
     for e in [

@@ -11,6 +11,7 @@ macro_rules! say {
     }};
 }
 
+mod agent_cmd;
 mod doctor;
 mod egress;
 mod permissions_cmd;
@@ -56,6 +57,8 @@ enum Command {
     Skills(skills_cmd::SkillsArgs),
     Permissions(permissions_cmd::PermissionsArgs),
     Trust(Box<trust_cmd::TrustArgs>),
+    Agent(Box<agent_cmd::AgentArgs>),
+    Approvals(agent_cmd::ApprovalsArgs),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +81,8 @@ fn main() -> ExitCode {
         Command::Skills(args) => skills_cmd::main(args),
         Command::Permissions(args) => permissions_cmd::main(args),
         Command::Trust(args) => trust_cmd::main(*args),
+        Command::Agent(args) => agent_cmd::main(*args),
+        Command::Approvals(args) => agent_cmd::approvals_main(args),
     }
 }
 

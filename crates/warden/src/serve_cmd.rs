@@ -21,6 +21,9 @@ WARDEN_TOKEN.
 The data directory holds the token, the store (warden.db, SQLite) and the sandboxes. Its
 default is /var/lib/warden for root, else $XDG_DATA_HOME/warden, or ~/.local/share/warden.
 
+The tool calls that `warden agent` runs (with the same data directory) wait on are listed and
+answered under /v1/approvals, as `warden approvals` does.
+
 Requests carrying X-Sandbox-ID, on any path, follow the kubernetes-sigs/agent-sandbox router
 contract: they are forwarded to that sandbox's runtime server (X-Sandbox-Port, default 8888).
 
@@ -159,7 +162,7 @@ async fn serve(
         "warden serve: listening on http://{local} ({auth_note}); data in {}",
         data.display()
     );
-    let state = AppState::new(driver, store, auth);
+    let state = AppState::new(driver, store, auth).with_agent_runs(data.join("agent-runs"));
     let shutdown = async {
         let stop = crate::stop_signal().await;
         say!("warden serve: {stop}, stopping");

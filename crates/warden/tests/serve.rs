@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
 mod support;
-use support::{DataDir, WARDEN, http, ok, sandbox, serve};
+use support::{Api, DataDir, WARDEN, http, ok, sandbox, serve};
 
 #[test]
 fn no_auth_on_a_non_loopback_address_is_refused() {
@@ -239,4 +239,67 @@ fn sandbox_cli_end_to_end() {
     let out = sandbox(&server, d, &["get", &id]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+}
+
+#[test]
+fn approvals_of_agent_runs_are_answered_over_the_api() {
+    use warden_agent::run::{Answer, ApprovalBox, PendingApproval};
+    let data = DataDir::new();
+    let server = serve(data.path(), &[]);
+    let api = Api::new(&server, Some(data.token()));
+    // What a `warden agent --approvals wait` run publishes when an `ask` rule matches.
+    let run_box = ApprovalBox::new(&data.path().join("agent-runs/run-0123456789ab"));
+    let pending = PendingApproval {
+        run_id: "run-0123456789ab".into(),
+        call_id: "toolu_01AbC".into(),
+        tool: "Bash".into(),
+        call: "Bash(git push origin main)".into(),
+        input: serde_json::json!({"command": "git push origin main"}),
+        basis: "Bash(git push *)".into(),
+        requested_at: "2030-01-01T00:00:00Z".into(),
+        deadline: "2030-01-01T00:10:00Z".into(),
+    };
+    run_box.publish(&pending).unwrap();
+    // The API lists what `warden approvals list` lists.
+    let listed = api.get("/v1/approvals");
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    assert_eq!(
+        listed.json(),
+        serde_json::json!([serde_json::to_value(&pending).unwrap()])
+    );
+    let cli = Command::new(WARDEN)
+        .args(["approvals", "list", "--json", "--data"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let cli: serde_json::Value = serde_json::from_str(&ok(&cli)).unwrap();
+    assert_eq!(cli, listed.json());
+    // Denied over the API: the run finds the answer, given by `api`.
+    let r = api.post_json(
+        "/v1/approvals/run-0123456789ab/toolu_01AbC",
+        &serde_json::json!({"approved": false, "reason": "never push to main"}),
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(
+        run_box.take_answer("toolu_01AbC"),
+        Some(Answer {
+            approved: false,
+            reason: Some("never push to main".into()),
+            by: "api".into(),
+        })
+    );
+    // A call nobody asked about: 404 naming it; no token: 401.
+    let r = api.post_json(
+        "/v1/approvals/run-0123456789ab/toolu_nope",
+        &serde_json::json!({"approved": true}),
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("`toolu_nope`")
+    );
+    let r = Api::new(&server, None).get("/v1/approvals");
+    assert_eq!(r.status, 401, "{}", r.text());
 }

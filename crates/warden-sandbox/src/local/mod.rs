@@ -91,6 +91,9 @@ pub struct LocalRuntime {
     pub jail: Option<JailState>,
     pub socket: Option<SocketId>,
     pub quota: u64,
+    /// A host directory given as the workspace (never removed with the sandbox).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -255,13 +258,30 @@ struct Spec {
     shutdown_after: Option<Duration>,
     idle_timeout: Option<Duration>,
     labels: BTreeMap<String, String>,
+    /// A host directory to use as the workspace instead of a fresh one.
+    workspace: Option<PathBuf>,
 }
 
 /// Creates a sandbox and waits until it answers. On failure nothing of it remains.
 async fn start(inner: &Arc<Inner>, id: String, spec: Spec) -> Result<SandboxInfo, DriverError> {
     let policy = template::policy_text(&spec.template, &spec.env)?;
     template::check_policy(&policy)?;
-    let layout = Layout::new(&inner.cfg.data_dir, &id);
+    let mut layout = Layout::new(&inner.cfg.data_dir, &id);
+    if let Some(ws) = &spec.workspace {
+        let real = ws
+            .canonicalize()
+            .map_err(|e| DriverError::InvalidArgument {
+                field: "workspace".into(),
+                message: format!("{}: {e}", ws.display()),
+            })?;
+        if !real.is_dir() {
+            return Err(DriverError::InvalidArgument {
+                field: "workspace".into(),
+                message: format!("{} is not a directory", ws.display()),
+            });
+        }
+        layout.external_workspace = Some(real);
+    }
     let socket_len = layout.socket().as_os_str().len();
     if socket_len > process::MAX_SOCKET_PATH {
         return Err(DriverError::InvalidArgument {
@@ -305,6 +325,7 @@ async fn start(inner: &Arc<Inner>, id: String, spec: Spec) -> Result<SandboxInfo
                 info,
                 rt: LocalRuntime {
                     dir: layout.dir.clone(),
+                    workspace: layout.external_workspace.clone(),
                     quota,
                     ..LocalRuntime::default()
                 },
@@ -403,8 +424,10 @@ async fn launch(
         b.mode(0o700);
         b.create(&layout.dir)
             .map_err(|e| internal(&layout.dir.display().to_string(), e))?;
-        b.create(layout.workspace())
-            .map_err(|e| internal("workspace", e))?;
+        if layout.external_workspace.is_none() {
+            b.create(layout.workspace())
+                .map_err(|e| internal("workspace", e))?;
+        }
         b.create(layout.run()).map_err(|e| internal("run", e))?;
         std::fs::write(layout.policy(), policy).map_err(|e| internal("policy", e))?;
     }
@@ -524,9 +547,7 @@ async fn supervisor_exited(inner: &Arc<Inner>, id: &str, status: Option<std::pro
         e.deleting = true;
         e.rt.clone()
     };
-    let layout = Layout {
-        dir: rt.dir.clone(),
-    };
+    let layout = Layout::at(rt.dir.clone());
     let message = format!(
         "its supervisor exited ({}): {}",
         status
@@ -579,15 +600,10 @@ async fn teardown(rt: LocalRuntime) -> Result<(), String> {
 fn teardown_blocking(rt: &LocalRuntime) -> Result<(), String> {
     let mut errors = Vec::new();
     // The cgroups: from the state file, or else those the supervisor made next to ours.
-    let state = rt.jail.clone().or_else(|| {
-        JailState::read(
-            &Layout {
-                dir: rt.dir.clone(),
-            }
-            .state(),
-        )
-        .ok()
-    });
+    let state = rt
+        .jail
+        .clone()
+        .or_else(|| JailState::read(&Layout::at(rt.dir.clone()).state()).ok());
     let cgroups = match (&state, &rt.supervisor) {
         (Some(s), _) => SandboxCgroups::new(s.cgroups.clone(), s.pid).ok(),
         (None, Some(sup)) => {
@@ -738,7 +754,7 @@ fn begin_call(inner: &Arc<Inner>, id: &str) -> Result<Call, DriverError> {
         e.info.last_activity = SystemTime::now();
         (e.rt.dir.clone(), e.rt.socket)
     };
-    let layout = Layout { dir };
+    let layout = Layout::at(dir);
     let call_guard = |socket| Call {
         inner: inner.clone(),
         id: id.to_string(),
@@ -948,6 +964,7 @@ async fn refiller(inner: std::sync::Weak<Inner>, name: String, wake: Arc<Notify>
                             shutdown_after: None,
                             idle_timeout: None,
                             labels: BTreeMap::new(),
+                            workspace: None,
                         },
                     )
                     .await?;
@@ -1022,13 +1039,7 @@ impl Driver for LocalDriver {
             let live = match info.phase {
                 Phase::Ready => {
                     rt.supervisor.is_some_and(|s| s.alive())
-                        && match health::pin(
-                            &Layout {
-                                dir: rt.dir.clone(),
-                            }
-                            .socket(),
-                            rt.socket,
-                        ) {
+                        && match health::pin(&Layout::at(rt.dir.clone()).socket(), rt.socket) {
                             Ok(p) => {
                                 rt.socket.is_some()
                                     && health::probe(&p, Duration::from_secs(2)).await.is_ok()
@@ -1092,7 +1103,7 @@ impl Driver for LocalDriver {
                 if known.contains(&name) {
                     continue;
                 }
-                let layout = Layout { dir: d.path() };
+                let layout = Layout::at(d.path());
                 let state = JailState::read(&layout.state()).ok();
                 let supervisor = state.as_ref().and_then(|s| {
                     ProcessId::of(s.pid).filter(|p| {
@@ -1107,6 +1118,7 @@ impl Driver for LocalDriver {
                     jail: state,
                     socket: None,
                     quota: 0,
+                    workspace: None,
                 })
                 .await;
             }
@@ -1272,6 +1284,7 @@ impl Driver for LocalDriver {
                 shutdown_after: request.shutdown_after,
                 idle_timeout: request.idle_timeout,
                 labels: request.labels,
+                workspace: request.workspace,
             },
         )
         .await
@@ -1354,6 +1367,7 @@ impl Driver for LocalDriver {
                         shutdown_after: request.shutdown_after,
                         idle_timeout: request.idle_timeout,
                         labels: request.labels,
+                        workspace: None,
                     },
                 )
                 .await?;

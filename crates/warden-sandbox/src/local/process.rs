@@ -12,17 +12,26 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     pub dir: PathBuf,
+    /// A host directory used as the workspace instead of `<dir>/workspace`.
+    pub external_workspace: Option<PathBuf>,
 }
 
 impl Layout {
     pub fn new(data: &Path, id: &str) -> Layout {
+        Layout::at(data.join("sandboxes").join(id))
+    }
+    /// The layout of the sandbox directory `dir`.
+    pub fn at(dir: PathBuf) -> Layout {
         Layout {
-            dir: data.join("sandboxes").join(id),
+            dir,
+            external_workspace: None,
         }
     }
     /// The read-write tree commands work in.
     pub fn workspace(&self) -> PathBuf {
-        self.dir.join("workspace")
+        self.external_workspace
+            .clone()
+            .unwrap_or_else(|| self.dir.join("workspace"))
     }
     /// Holds sandboxd's socket; bound read-write into the sandbox.
     pub fn run(&self) -> PathBuf {

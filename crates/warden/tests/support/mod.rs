@@ -53,7 +53,12 @@ impl DataDir {
 impl Drop for DataDir {
     fn drop(&mut self) {
         let mut cgroups = Vec::new();
-        if let Ok(dirs) = std::fs::read_dir(self.path().join("sandboxes")) {
+        // `warden serve`'s sandboxes, and `warden agent`'s.
+        let dirs = ["sandboxes", "agent/sandboxes"]
+            .iter()
+            .filter_map(|d| std::fs::read_dir(self.path().join(d)).ok())
+            .flatten();
+        {
             for d in dirs.flatten() {
                 if let Some(state) = JailState::read(&d.path()) {
                     for cg in &state.cgroups {
