@@ -1017,3 +1017,56 @@ async fn malformed_files_are_warnings_and_the_run_goes_on() {
     );
     assert_eq!(run.go().await.status, RunStatus::Succeeded);
 }
+
+#[tokio::test]
+async fn a_symlink_cannot_get_around_a_deny_rule() {
+    let repo = Repo::new(&[
+        (
+            ".claude/settings.json",
+            r#"{"permissions": {"deny": ["Read(.env)", "Edit(.env)"], "allow": ["Edit"]}}"#,
+        ),
+        (".env", "TOKEN=abc\n"),
+        ("ok.txt", "fine\n"),
+    ]);
+    std::os::unix::fs::symlink(".env", repo.root.join("notes.txt")).unwrap();
+    std::os::unix::fs::symlink("ok.txt", repo.root.join("ok-link.txt")).unwrap();
+    let store = MemoryTrustStore::new();
+    let prepared = repo.prepare(&store).unwrap();
+    let llm = ScriptedLlm::start(vec![
+        Turn::tool_call("c1", "Read", json!({"file_path": "notes.txt"})),
+        Turn::tool_call(
+            "c2",
+            "Write",
+            json!({"file_path": "notes.txt", "content": "x"}),
+        ),
+        Turn::tool_call("c3", "Read", json!({"file_path": "ok-link.txt"})),
+        Turn::text("done"),
+    ])
+    .await;
+    let mut run = agent(
+        &repo,
+        &prepared,
+        &llm,
+        Provider::Anthropic,
+        answers(&[]),
+        "x",
+    );
+    assert_eq!(run.go().await.status, RunStatus::Succeeded);
+    let r = llm.requests();
+    let (_, read) = r[1].last_tool_result().unwrap();
+    assert!(
+        read.contains("resolves to") && read.contains("Read(.env)") && !read.contains("abc"),
+        "{read}"
+    );
+    let (_, write) = r[2].last_tool_result().unwrap();
+    assert!(write.contains("resolves to"), "{write}");
+    assert_eq!(
+        std::fs::read_to_string(repo.root.join(".env")).unwrap(),
+        "TOKEN=abc\n"
+    );
+    let (_, ok) = r[3].last_tool_result().unwrap();
+    assert!(
+        ok.contains("fine"),
+        "a link to an allowed file is read: {ok}"
+    );
+}

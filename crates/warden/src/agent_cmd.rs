@@ -20,7 +20,7 @@ use warden_agent::run::{
     EventSink, OnTimeout, PendingApproval, PrepareOptions, Price, RunDir, RunOutcome, RunState,
     RunStatus, cancellation, new_run_id, prepare, system_prompt, tools,
 };
-use warden_agent::trust::{AllowedSigner, FileTrustStore, SignaturePolicy};
+use warden_agent::trust::FileTrustStore;
 use warden_sandbox::{CreateRequest, Driver, LocalConfig, LocalDriver, MemoryStore, Template};
 use warden_sandboxd::proto::{Command, ExecRequest};
 
@@ -127,13 +127,8 @@ pub struct AgentArgs {
     /// Wait for whole answers instead of streaming them.
     #[arg(long)]
     no_stream: bool,
-    /// Refuse instruction files not covered by a manifest signed by a --signer.
-    #[arg(long, requires = "signer")]
-    require_signatures: bool,
-    /// A public key whose signatures are accepted (minisign .pub, OpenSSH public key, or an
-    /// allowed_signers line; repeatable).
-    #[arg(long, value_name = "FILE")]
-    signer: Vec<PathBuf>,
+    #[command(flatten)]
+    signatures: crate::trust_cmd::SignatureArgs,
     /// Data directory [default: /var/lib/warden for root, else $XDG_DATA_HOME/warden or
     /// ~/.local/share/warden].
     #[arg(long, value_name = "DIR", env = "WARDEN_DATA")]
@@ -214,19 +209,23 @@ fn data_dir(flag: Option<&Path>) -> Result<PathBuf, Failure> {
         .ok_or_else(|| Failure::Usage("no data directory: pass --data DIR or set HOME".into()))
 }
 
-fn signature_policy(args: &AgentArgs) -> Result<SignaturePolicy, Failure> {
-    let mut allowed_signers = Vec::new();
-    for f in &args.signer {
-        let text = std::fs::read_to_string(f)
-            .map_err(|e| Failure::Usage(format!("--signer {}: {e}", f.display())))?;
-        allowed_signers.push(
-            AllowedSigner::parse(&text)
-                .map_err(|e| Failure::Usage(format!("--signer {}: {e}", f.display())))?,
-        );
-    }
-    Ok(SignaturePolicy {
-        required: args.require_signatures,
-        allowed_signers,
+/// The repository read and trusted (`run::prepare`), errors sorted into usage and run.
+fn read_repository(
+    args: &AgentArgs,
+    data: &Path,
+    repo: Option<&Path>,
+    cwd: &Path,
+) -> Result<warden_agent::run::Prepared, Failure> {
+    let trust_store = FileTrustStore::in_data_dir(data);
+    prepare(&PrepareOptions {
+        repo,
+        cwd,
+        trust_store: &trust_store,
+        signatures: args.signatures.policy().map_err(Failure::Usage)?,
+    })
+    .map_err(|e| match e {
+        warden_agent::run::PrepareError::Usage(m) => Failure::Usage(m),
+        other => Failure::Run(other.to_string()),
     })
 }
 
@@ -346,17 +345,7 @@ async fn run(args: AgentArgs) -> Result<RunOutcome, Failure> {
         Some(s) => (Some(s.repo.clone()), s.working_dir.clone()),
         None => (args.repo.clone(), cwd),
     };
-    let trust_store = FileTrustStore::in_data_dir(&data);
-    let prepared = prepare(&PrepareOptions {
-        repo: repo_flag.as_deref(),
-        cwd: &cwd,
-        trust_store: &trust_store,
-        signatures: signature_policy(&args)?,
-    })
-    .map_err(|e| match e {
-        warden_agent::run::PrepareError::Usage(m) => Failure::Usage(m),
-        other => Failure::Run(other.to_string()),
-    })?;
+    let prepared = read_repository(&args, &data, repo_flag.as_deref(), &cwd)?;
     let root = prepared.source.repo_root.clone();
     let working_dir = prepared.source.working_dir.clone();
 
@@ -566,17 +555,7 @@ async fn run_external_agent(args: AgentArgs) -> Result<RunOutcome, Failure> {
     let data = data_dir(args.data.as_deref())?;
     let cwd = std::env::current_dir()
         .map_err(|e| Failure::Usage(format!("the current directory: {e}")))?;
-    let trust_store = FileTrustStore::in_data_dir(&data);
-    let prepared = prepare(&PrepareOptions {
-        repo: args.repo.as_deref(),
-        cwd: &cwd,
-        trust_store: &trust_store,
-        signatures: signature_policy(&args)?,
-    })
-    .map_err(|e| match e {
-        warden_agent::run::PrepareError::Usage(m) => Failure::Usage(m),
-        other => Failure::Run(other.to_string()),
-    })?;
+    let prepared = read_repository(&args, &data, args.repo.as_deref(), &cwd)?;
     let root = prepared.source.repo_root.clone();
     let run_id = new_run_id();
     let run_dir = RunDir::create(&data.join("agent-runs"), &run_id)

@@ -75,6 +75,17 @@ pub struct TrustArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    signatures: SignatureArgs,
+    /// Data directory [default: /var/lib/warden for root, else $XDG_DATA_HOME/warden or
+    /// ~/.local/share/warden].
+    #[arg(long, value_name = "DIR", env = "WARDEN_DATA")]
+    data: Option<PathBuf>,
+}
+
+/// `--require-signatures` and `--signer`, shared by `warden trust` and `warden agent`.
+#[derive(Debug, Args)]
+pub struct SignatureArgs {
     /// Refuse files not covered by a manifest signed by a --signer.
     #[arg(long, requires = "signer")]
     require_signatures: bool,
@@ -82,10 +93,24 @@ pub struct TrustArgs {
     /// key file, or an allowed_signers line in a file (repeatable).
     #[arg(long, value_name = "FILE")]
     signer: Vec<PathBuf>,
-    /// Data directory [default: /var/lib/warden for root, else $XDG_DATA_HOME/warden or
-    /// ~/.local/share/warden].
-    #[arg(long, value_name = "DIR", env = "WARDEN_DATA")]
-    data: Option<PathBuf>,
+}
+
+impl SignatureArgs {
+    /// The policy these flags ask for; the error names the flag and the file.
+    pub fn policy(&self) -> Result<SignaturePolicy, String> {
+        let mut allowed_signers = Vec::new();
+        for f in &self.signer {
+            let text =
+                std::fs::read_to_string(f).map_err(|e| format!("--signer {}: {e}", f.display()))?;
+            let signer = AllowedSigner::parse(&text)
+                .map_err(|e| format!("--signer {}: {e}", f.display()))?;
+            allowed_signers.push(signer);
+        }
+        Ok(SignaturePolicy {
+            required: self.require_signatures,
+            allowed_signers,
+        })
+    }
 }
 
 /// What every mode needs.
@@ -127,7 +152,7 @@ fn run(args: &TrustArgs) -> Result<ExitCode, Failure> {
     if args.list {
         return list(args, &cx);
     }
-    let policy = signature_policy(args)?;
+    let policy = args.signatures.policy().map_err(Failure::Usage)?;
     let signed = verify_signatures(&policy, &cx.repo.root, &cx.files).map_err(refused)?;
     if args.check {
         return run_check(args, &cx, &signed);
@@ -155,21 +180,6 @@ fn context(args: &TrustArgs) -> Result<Context, Failure> {
         repo,
         files,
         store: FileTrustStore::in_data_dir(&data),
-    })
-}
-
-fn signature_policy(args: &TrustArgs) -> Result<SignaturePolicy, Failure> {
-    let mut allowed_signers = Vec::new();
-    for f in &args.signer {
-        let text = std::fs::read_to_string(f)
-            .map_err(|e| Failure::Usage(format!("--signer {}: {e}", f.display())))?;
-        let signer = AllowedSigner::parse(&text)
-            .map_err(|e| Failure::Usage(format!("--signer {}: {e}", f.display())))?;
-        allowed_signers.push(signer);
-    }
-    Ok(SignaturePolicy {
-        required: args.require_signatures,
-        allowed_signers,
     })
 }
 

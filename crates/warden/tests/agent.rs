@@ -460,3 +460,63 @@ async fn warden_agent_runs_claude_code_in_the_sandbox_through_the_credential_rou
     assert!(!String::from_utf8_lossy(&out.stdout).contains(SECRET));
     assert_nothing_left(data.path());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_asks_are_answered_at_the_prompt() {
+    use tokio::io::AsyncBufReadExt;
+    let data = DataDir::new();
+    let root = repo(&data, &[]);
+    let root_s = root.to_string_lossy().into_owned();
+    let llm = ScriptedLlm::start(vec![
+        Turn::tool_call("c1", "Bash", json!({"command": "touch yes.txt"})),
+        Turn::tool_call("c2", "Bash", json!({"command": "touch no.txt"})),
+        Turn::text("asked twice"),
+    ])
+    .await;
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let mut master = std::fs::File::from(pty.master);
+    let mut child = tokio::process::Command::new(WARDEN)
+        .args(["agent", "--data"])
+        .arg(data.path())
+        .args(["--no-stream", "--repo", &root_s, "Touch two files."])
+        .env("WARDEN_MODEL", "anthropic/claude-sonnet-4-5")
+        .env("ANTHROPIC_BASE_URL", llm.url())
+        .env("ANTHROPIC_API_KEY", "test-key-outside")
+        .env_remove("WARDEN_DATA")
+        .stdin(Stdio::from(pty.slave))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    let mut answers = ["y fine by me\n", "n not this one\n"].into_iter();
+    let status = tokio::time::timeout(HANG_GUARD, async {
+        while let Some(line) = stderr.next_line().await.unwrap() {
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("needs your approval") {
+                use std::io::Write;
+                master
+                    .write_all(answers.next().unwrap().as_bytes())
+                    .unwrap();
+            }
+        }
+        child.wait().await.unwrap()
+    })
+    .await
+    .expect("the run ends");
+    assert!(status.success(), "{seen}");
+    assert!(
+        seen.contains("Bash(touch yes.txt) needs your approval"),
+        "{seen}"
+    );
+    assert!(seen.contains("approved by terminal: fine by me"), "{seen}");
+    assert!(seen.contains("denied by terminal: not this one"), "{seen}");
+    assert!(root.join("yes.txt").exists());
+    assert!(!root.join("no.txt").exists());
+    let (_, denied) = llm.requests()[2].last_tool_result().unwrap();
+    assert!(denied.contains("not this one"), "{denied}");
+    assert_nothing_left(data.path());
+}

@@ -1,7 +1,8 @@
 //! A scripted LLM server for tests: it speaks the Anthropic Messages API
-//! (`POST /v1/messages`), OpenAI Chat Completions (`POST /v1/chat/completions`) and the
-//! OpenAI Responses API (`POST /v1/responses`), streaming (SSE) and not, and answers each
-//! request with the next [`Turn`] of its script. A turn can check the request (e.g. the last
+//! (`POST /v1/messages`), OpenAI Chat Completions (`POST /v1/chat/completions`), the
+//! OpenAI Responses API (`POST /v1/responses`) and Google's Gemini API
+//! (`POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent`), streaming
+//! (SSE) and not, and answers each request with the next [`Turn`] of its script. A turn can check the request (e.g. the last
 //! tool result) and can be a failure instead: an error status with `retry-after`, a garbage
 //! body, or a hang. Every request is recorded for assertions.
 //!
@@ -16,7 +17,8 @@
 //!     }),
 //! ])
 //! .await;
-//! // Point ANTHROPIC_BASE_URL at llm.url(), OPENAI_BASE_URL at llm.openai_base_url().
+//! // Point ANTHROPIC_BASE_URL at llm.url(), OPENAI_BASE_URL at llm.openai_base_url(),
+//! // GEMINI_BASE_URL at llm.gemini_base_url().
 //! # }
 //! ```
 
@@ -29,7 +31,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use axum::routing::post;
@@ -44,9 +46,13 @@ pub enum WireApi {
     AnthropicMessages,
     ChatCompletions,
     Responses,
+    /// Google's Gemini API: `generateContent`, and `streamGenerateContent` (SSE with
+    /// `?alt=sse`, else a JSON array of chunks).
+    Gemini,
 }
 
-/// A tool call a turn answers with.
+/// A tool call a turn answers with. Gemini answers carry no call id (as the Gemini API
+/// sends none): the client names the call and the result comes back by the tool's name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScriptedToolCall {
     pub id: String,
@@ -65,7 +71,9 @@ pub enum Reply {
         output_tokens: u64,
         cache_read_tokens: u64,
     },
-    /// An error status with a JSON error body in the API's shape.
+    /// An error status with a JSON error body in the API's shape. The wait goes in a
+    /// `retry-after` header, except for Gemini, which puts it in the body as Google does
+    /// (a `google.rpc.RetryInfo` detail with `retryDelay`).
     Status {
         status: u16,
         retry_after: Option<String>,
@@ -181,7 +189,8 @@ impl Turn {
         }
     }
 
-    /// 429 with `retry-after: <seconds>`.
+    /// 429 with `retry-after: <seconds>` (for Gemini: `RESOURCE_EXHAUSTED` with
+    /// `retryDelay: "<seconds>s"`).
     pub fn rate_limited(retry_after: &str) -> Self {
         Self {
             reply: Reply::Status {
@@ -222,7 +231,10 @@ impl Turn {
 #[derive(Debug, Clone)]
 pub struct RecordedRequest {
     pub api: WireApi,
+    /// The path without the query.
     pub path: String,
+    /// The query string, if any (e.g. `alt=sse` on Gemini streams).
+    pub query: Option<String>,
     /// Header names in lower case; values that are not UTF-8 are left out.
     pub headers: BTreeMap<String, String>,
     pub body: Value,
@@ -231,15 +243,21 @@ pub struct RecordedRequest {
 }
 
 impl RecordedRequest {
-    /// The model the request named.
+    /// The model the request named (for Gemini, in the path: `models/{model}:<method>`).
     pub fn model(&self) -> Option<&str> {
-        self.body.get("model").and_then(Value::as_str)
+        match self.api {
+            WireApi::Gemini => gemini_model(&self.path),
+            _ => self.body.get("model").and_then(Value::as_str),
+        }
     }
 
-    /// The system prompt (Anthropic `system`, a `system`/`developer` message, or the
-    /// Responses API's `instructions`).
+    /// The system prompt (Anthropic `system`, a `system`/`developer` message, the
+    /// Responses API's `instructions`, or Gemini's `systemInstruction`).
     pub fn system_prompt(&self) -> Option<String> {
         match self.api {
+            WireApi::Gemini => self
+                .gemini_field("systemInstruction", "system_instruction")
+                .map(|s| text_of(&s["parts"])),
             WireApi::AnthropicMessages => self.body.get("system").map(text_of),
             WireApi::ChatCompletions => self.messages().iter().find_map(|m| {
                 matches!(m["role"].as_str(), Some("system" | "developer"))
@@ -262,6 +280,18 @@ impl RecordedRequest {
     /// The names of the tools offered.
     pub fn tool_names(&self) -> Vec<String> {
         let tools = self.body["tools"].as_array().cloned().unwrap_or_default();
+        if self.api == WireApi::Gemini {
+            return tools
+                .iter()
+                .filter_map(|t| {
+                    t.get("functionDeclarations")
+                        .or_else(|| t.get("function_declarations"))
+                        .and_then(Value::as_array)
+                })
+                .flatten()
+                .filter_map(|d| d["name"].as_str().map(str::to_string))
+                .collect();
+        }
         tools
             .iter()
             .filter_map(|t| {
@@ -273,10 +303,34 @@ impl RecordedRequest {
             .collect()
     }
 
-    /// Every tool result in the request, in order: `(call id, content)`.
+    /// Every tool result in the request, in order: `(call id, content)`. A Gemini
+    /// `functionResponse` without an `id` (the usual case) gives the tool's name in place of
+    /// the id; its content is `response.content` or `response.output` when a string, else
+    /// the `response` object as JSON.
     pub fn tool_results(&self) -> Vec<(String, String)> {
         let mut results = Vec::new();
         match self.api {
+            WireApi::Gemini => {
+                for part in self.gemini_parts() {
+                    let Some(response) = part
+                        .get("functionResponse")
+                        .or_else(|| part.get("function_response"))
+                    else {
+                        continue;
+                    };
+                    let id = response["id"]
+                        .as_str()
+                        .filter(|id| !id.is_empty())
+                        .or_else(|| response["name"].as_str())
+                        .unwrap_or_default();
+                    let body = &response["response"];
+                    let content = ["content", "output"]
+                        .iter()
+                        .find_map(|k| body[k].as_str().map(str::to_string))
+                        .unwrap_or_else(|| text_of(body));
+                    results.push((id.to_string(), content));
+                }
+            }
             WireApi::AnthropicMessages => {
                 for message in self.messages() {
                     for block in message["content"].as_array().into_iter().flatten() {
@@ -320,6 +374,15 @@ impl RecordedRequest {
 
     /// The text of the last user message.
     pub fn last_user_text(&self) -> Option<String> {
+        if self.api == WireApi::Gemini {
+            // Tool results go in `user` contents too; the user's own have text parts.
+            return self.gemini_contents().iter().rev().find_map(|c| {
+                let parts = c["parts"].as_array()?;
+                (c["role"].as_str().unwrap_or("user") == "user"
+                    && parts.iter().any(|p| p["text"].is_string()))
+                .then(|| text_of(&c["parts"]))
+            });
+        }
         let items = match self.api {
             WireApi::Responses => self.input_items(),
             _ => self.messages(),
@@ -346,6 +409,31 @@ impl RecordedRequest {
             .unwrap_or_default()
     }
 
+    /// A top-level field of a Gemini request, in camelCase or (as the API also accepts)
+    /// snake_case.
+    fn gemini_field(&self, camel: &str, snake: &str) -> Option<&Value> {
+        self.body
+            .get(camel)
+            .or_else(|| self.body.get(snake))
+            .filter(|v| !v.is_null())
+    }
+
+    fn gemini_contents(&self) -> Vec<Value> {
+        self.body["contents"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The parts of every content of a Gemini request, in order.
+    fn gemini_parts(&self) -> Vec<Value> {
+        self.gemini_contents()
+            .iter()
+            .filter_map(|c| c["parts"].as_array().cloned())
+            .flatten()
+            .collect()
+    }
+
     fn input_items(&self) -> Vec<Value> {
         match &self.body["input"] {
             Value::Array(items) => items.clone(),
@@ -353,6 +441,12 @@ impl RecordedRequest {
             _ => Vec::new(),
         }
     }
+}
+
+/// The model in a Gemini path: `/v1beta/models/{model}:{method}`.
+fn gemini_model(path: &str) -> Option<&str> {
+    let rest = path.split_once("/models/")?.1;
+    Some(rest.rsplit_once(':').map_or(rest, |(model, _)| model)).filter(|m| !m.is_empty())
 }
 
 /// The text in a string, or in an array of text blocks.

@@ -426,6 +426,9 @@ impl Agent {
                     .map(|r| format!("\n[approved by the user: {r}]"));
             }
         }
+        if let Some(refusal) = self.recheck_resolved(&rules, &pcall).await {
+            return Step::Result(reply(ToolOutput::error(refusal)));
+        }
         let run = self.run_tool(state, call, &rules, cancel, scope);
         let out = tokio::select! {
             out = run => out,
@@ -439,6 +442,66 @@ impl Agent {
                 Step::Result(reply(out))
             }
             Err(stop) => stop,
+        }
+    }
+
+    /// A file call's path as the sandbox resolves it (symlinks followed, `realpath -m` run
+    /// inside the sandbox), decided again: a link to a file the rules deny (or ask for by a
+    /// rule) is refused, so `notes -> .env` cannot get around `deny: Read(.env)`. `None`
+    /// lets the call go on.
+    async fn recheck_resolved(
+        &self,
+        rules: &RuleSet,
+        pcall: &permissions::ToolCall,
+    ) -> Option<String> {
+        let (path, make): (&str, fn(String) -> permissions::ToolCall) = match pcall {
+            permissions::ToolCall::Read { path } => {
+                (path, |path| permissions::ToolCall::Read { path })
+            }
+            permissions::ToolCall::Edit { path } => {
+                (path, |path| permissions::ToolCall::Edit { path })
+            }
+            permissions::ToolCall::Write { path } => {
+                (path, |path| permissions::ToolCall::Write { path })
+            }
+            _ => return None,
+        };
+        let named = tools::absolute(self.host.as_ref(), path);
+        let mut request =
+            warden_sandboxd::proto::ExecRequest::new(warden_sandboxd::proto::Command::Argv(vec![
+                "realpath".into(),
+                "-m".into(),
+                "--".into(),
+                named.to_string_lossy().into_owned(),
+            ]));
+        request.timeout_ms = Some(10_000);
+        let resolved = match self.host.exec(request).await {
+            Ok(r) if r.exit_code == 0 => std::path::PathBuf::from(r.stdout.trim_end_matches('\n')),
+            Ok(r) => {
+                return Some(format!(
+                    "cannot resolve {} in the sandbox: {}",
+                    named.display(),
+                    r.stderr.trim()
+                ));
+            }
+            Err(e) => {
+                return Some(format!(
+                    "cannot resolve {} in the sandbox: {e}",
+                    named.display()
+                ));
+            }
+        };
+        if resolved == named {
+            return None;
+        }
+        let again = make(resolved.to_string_lossy().into_owned());
+        match permissions::decide(rules, &again, &self.config.context) {
+            Decision::Deny(basis) | Decision::Ask(basis @ Basis::Rules(_)) => Some(format!(
+                "permission denied: {} resolves to {}, and {again} is refused by {basis}",
+                named.display(),
+                resolved.display()
+            )),
+            _ => None,
         }
     }
 
