@@ -2,6 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -36,6 +37,9 @@ struct Inner {
     target: ServiceTarget,
     /// The URL calls go to, for messages.
     url: String,
+    /// The number of the next tool call that came without an id (see
+    /// [`Inner::own_call_id`]).
+    next_call: AtomicU64,
 }
 
 /// A failed attempt: the error, and the wait the server asked for.
@@ -118,6 +122,8 @@ impl ModelClient {
                 genai,
                 target,
                 url,
+                // Random, so a resumed run's new client does not repeat an earlier one's ids.
+                next_call: AtomicU64::new((jitter() * f64::from(u32::MAX)) as u64),
             }),
         })
     }
@@ -147,7 +153,11 @@ impl ModelClient {
                 {
                     inner.invalid("the answer holds no content and no stop reason".into())
                 }
-                Ok(Ok(response)) => return Ok(from_chat_response(response)),
+                Ok(Ok(response)) => {
+                    let mut response = from_chat_response(response);
+                    inner.own_call_ids(&mut response.tool_calls, &[]);
+                    return Ok(response);
+                }
                 Ok(Err(e)) => inner.classify(&e),
                 Err(_) => inner.timed_out(),
             };
@@ -220,6 +230,8 @@ impl Inner {
             Ok(Err(e)) => return Err(self.classify(&e)),
             Err(_) => return Err(self.timed_out()),
         };
+        // The ids given to calls that came without one, in order (see `own_call_id`).
+        let mut own_ids = Vec::new();
         loop {
             let event = match tokio::time::timeout(timeout, stream.next()).await {
                 Err(_) => return Err(self.timed_out()),
@@ -239,8 +251,16 @@ impl Inner {
                 ChatStreamEvent::ToolCallChunk(chunk) => {
                     *delivered = true;
                     let call = chunk.tool_call;
+                    // Such a call comes whole, in one chunk.
+                    let id = match self.own_call_id(&call.call_id, &call.fn_name) {
+                        Some(id) => {
+                            own_ids.push(id.clone());
+                            id
+                        }
+                        None => call.call_id,
+                    };
                     on_event(StreamEvent::ToolCall {
-                        id: call.call_id,
+                        id,
                         name: call.fn_name,
                         arguments_so_far: match call.fn_arguments {
                             Value::String(s) => s,
@@ -259,11 +279,13 @@ impl Inner {
                         ));
                     }
                     let content = end.captured_content.unwrap_or_default();
-                    return Ok(build_response(
+                    let mut response = build_response(
                         content,
                         end.captured_stop_reason,
                         end.captured_usage.unwrap_or_default(),
-                    ));
+                    );
+                    self.own_call_ids(&mut response.tool_calls, &own_ids);
+                    return Ok(response);
                 }
                 ChatStreamEvent::Start
                 | ChatStreamEvent::ReasoningChunk(_)
@@ -295,6 +317,43 @@ impl Inner {
         );
         tokio::time::sleep(delay).await;
         Ok(attempt + 1)
+    }
+
+    /// A call id of our own for a call that came without one. Gemini's calls carry no id
+    /// (some models' do); genai then makes one up, `call#{name}#{n}`, with `n` counting
+    /// from 0 in each answer, and in a stream in each chunk: the same ids in every turn, and
+    /// in one streamed answer whose calls come in separate chunks. The agent keys events
+    /// and approvals by call id, so such a call gets a number unique to this client, in the
+    /// same form: genai still sends its result back without an id, under the tool's name,
+    /// which is how Gemini matches it. `None` for an id the provider gave.
+    fn own_call_id(&self, id: &str, name: &str) -> Option<String> {
+        self.made_up(id).then(|| {
+            let n = self.next_call.fetch_add(1, Ordering::Relaxed);
+            format!("call#{name}#{n}")
+        })
+    }
+
+    /// Whether genai made up this call id (see [`own_call_id`](Self::own_call_id)).
+    fn made_up(&self, id: &str) -> bool {
+        self.config.spec.provider == Provider::Gemini
+            && id
+                .strip_prefix("call#")
+                .and_then(|rest| rest.rsplit_once('#'))
+                .is_some_and(|(name, n)| {
+                    !name.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+                })
+    }
+
+    /// Gives the calls that came without an id ours: the ones already given to them while
+    /// streaming (`streamed`, in order), else new ones.
+    fn own_call_ids(&self, calls: &mut [ToolCall], streamed: &[String]) {
+        let mut streamed = streamed.iter();
+        for call in calls.iter_mut().filter(|c| self.made_up(&c.id)) {
+            call.id = match streamed.next() {
+                Some(id) => id.clone(),
+                None => self.own_call_id(&call.id, &call.name).unwrap_or_default(),
+            };
+        }
     }
 
     fn secret(&self) -> Option<&str> {
@@ -336,7 +395,7 @@ impl Inner {
                 body: excerpt(body, self.secret()),
                 attempts: 1,
             },
-            retry_after: retry_after(headers),
+            retry_after: retry_after(headers).or_else(|| google_retry_delay(body)),
         }
     }
 
@@ -453,6 +512,33 @@ impl Drop for ModelStream {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The wait a Google error asks for: a `google.rpc.RetryInfo` in `error.details` with
+/// `retryDelay` in the JSON form of a protobuf Duration (`"22s"`, `"1.5s"`). Gemini sends it
+/// there on 429 (`RESOURCE_EXHAUSTED`), with no `retry-after` header.
+fn google_retry_delay(body: &str) -> Option<Duration> {
+    let body: Value = serde_json::from_str(body).ok()?;
+    // Google's OpenAI-compatible endpoint wraps the error in an array.
+    let error = body.get(0).unwrap_or(&body).get("error")?;
+    error
+        .get("details")?
+        .as_array()?
+        .iter()
+        .filter(|d| {
+            d["@type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("/google.rpc.RetryInfo"))
+        })
+        .find_map(|d| {
+            d["retryDelay"]
+                .as_str()?
+                .strip_suffix('s')?
+                .parse::<f64>()
+                .ok()
+        })
+        .filter(|n| n.is_finite() && *n >= 0.0)
+        .map(Duration::from_secs_f64)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

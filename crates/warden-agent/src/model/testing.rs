@@ -367,6 +367,13 @@ impl RecordedRequest {
         results
     }
 
+    /// Whether the query asks for server-sent events (`alt=sse`), as Gemini streams do.
+    pub fn sse(&self) -> bool {
+        self.query
+            .as_deref()
+            .is_some_and(|q| q.split('&').any(|pair| pair == "alt=sse"))
+    }
+
     /// The last tool result: `(call id, content)`.
     pub fn last_tool_result(&self) -> Option<(String, String)> {
         self.tool_results().pop()
@@ -520,6 +527,11 @@ impl ScriptedLlm {
         format!("{}/v1", self.url())
     }
 
+    /// `http://127.0.0.1:PORT/v1beta`: the base URL for Gemini (as `GEMINI_BASE_URL`).
+    pub fn gemini_base_url(&self) -> String {
+        format!("{}/v1beta", self.url())
+    }
+
     /// Adds turns at the end of the script.
     pub fn push(&self, turns: impl IntoIterator<Item = Turn>) {
         self.lock().turns.extend(turns);
@@ -551,7 +563,7 @@ impl Drop for ScriptedLlm {
     }
 }
 
-/// The router: the three APIs on their usual paths.
+/// The router: the four APIs on their usual paths.
 pub fn app_for(turns: Vec<Turn>) -> Router {
     app(Arc::new(Mutex::new(Script {
         turns: turns.into(),
@@ -562,12 +574,14 @@ pub fn app_for(turns: Vec<Turn>) -> Router {
 fn app(script: Arc<Mutex<Script>>) -> Router {
     Router::new()
         .route("/v1/{*api}", post(handle))
+        .route("/v1beta/models/{*method}", post(handle_gemini))
         .with_state(script)
 }
 
 async fn handle(
     State(script): State<Arc<Mutex<Script>>>,
     Path(api): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -587,14 +601,64 @@ async fn handle(
         Ok(v) => v,
         Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("body is not JSON: {e}")),
     };
+    let stream = body["stream"].as_bool().unwrap_or(false);
+    serve(script, api, path, query, &headers, body, stream).await
+}
+
+/// Gemini: `models/{model}:generateContent` and `models/{model}:streamGenerateContent`.
+async fn handle_gemini(
+    State(script): State<Arc<Mutex<Script>>>,
+    Path(method): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = format!("/v1beta/models/{method}");
+    let stream = match method.rsplit_once(':') {
+        Some((model, "generateContent")) if !model.is_empty() => false,
+        Some((model, "streamGenerateContent")) if !model.is_empty() => true,
+        _ => {
+            return error_response(
+                WireApi::Gemini,
+                404,
+                None,
+                &format!("the scripted server has no {path}"),
+            );
+        }
+    };
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error_response(
+                WireApi::Gemini,
+                400,
+                None,
+                &format!("body is not JSON: {e}"),
+            );
+        }
+    };
+    serve(script, WireApi::Gemini, path, query, &headers, body, stream).await
+}
+
+/// Records the request and answers it with the next turn.
+async fn serve(
+    script: Arc<Mutex<Script>>,
+    api: WireApi,
+    path: String,
+    query: Option<String>,
+    headers: &HeaderMap,
+    body: Value,
+    stream: bool,
+) -> Response {
     let request = RecordedRequest {
         api,
         path,
+        query,
         headers: headers
             .iter()
             .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
             .collect(),
-        stream: body["stream"].as_bool().unwrap_or(false),
+        stream,
         body,
         received_at: Instant::now(),
     };
@@ -632,10 +696,12 @@ async fn handle(
             retry_after,
             message,
         } => error_response(api, status, retry_after.as_deref(), &message),
-        Reply::Garbage if request.stream => sse(vec![(
-            None,
-            "{\"type\": \"message_start\", this is not json".to_string(),
-        )]),
+        Reply::Garbage if request.stream && (api != WireApi::Gemini || request.sse()) => {
+            sse(vec![(
+                None,
+                "{\"type\": \"message_start\", this is not json".to_string(),
+            )])
+        }
         Reply::Garbage => Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, "application/json")
@@ -668,6 +734,14 @@ async fn handle(
                 }
                 (WireApi::Responses, false) => json_response(answer.response()),
                 (WireApi::Responses, true) => sse(answer.response_events()),
+                (WireApi::Gemini, false) => json_response(answer.gemini()),
+                (WireApi::Gemini, true) if request.sse() => sse(answer
+                    .gemini_chunks()
+                    .into_iter()
+                    .map(|c| (None, c))
+                    .collect()),
+                // Without `alt=sse`, Gemini streams one JSON array of the chunks.
+                (WireApi::Gemini, true) => json_array_stream(answer.gemini_chunks()),
             }
         }
     }
@@ -702,6 +776,38 @@ fn error_response(api: WireApi, status: u16, retry_after: Option<&str>, message:
             };
             json!({"type": "error", "error": {"type": kind, "message": message}})
         }
+        WireApi::Gemini => {
+            // Google's error shape: `google.rpc.Status` with the canonical code's name.
+            let code = match status {
+                400 => "INVALID_ARGUMENT",
+                401 => "UNAUTHENTICATED",
+                403 => "PERMISSION_DENIED",
+                404 => "NOT_FOUND",
+                409 => "ABORTED",
+                429 => "RESOURCE_EXHAUSTED",
+                499 => "CANCELLED",
+                501 => "UNIMPLEMENTED",
+                503 | 529 => "UNAVAILABLE",
+                504 => "DEADLINE_EXCEEDED",
+                s if s >= 500 => "INTERNAL",
+                _ => "FAILED_PRECONDITION",
+            };
+            let mut details = Vec::new();
+            if let Some(seconds) = retry_after
+                .and_then(|w| w.trim().parse::<f64>().ok())
+                .filter(|n| n.is_finite() && *n >= 0.0)
+            {
+                details.push(json!({
+                    "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                    "retryDelay": format!("{seconds}s"),
+                }));
+            }
+            let mut error = json!({"code": status, "message": message, "status": code});
+            if !details.is_empty() {
+                error["details"] = json!(details);
+            }
+            json!({ "error": error })
+        }
         _ => json!({"error": {
             "message": message,
             "type": if status == 429 { "rate_limit_exceeded" } else { "server_error" },
@@ -712,7 +818,8 @@ fn error_response(api: WireApi, status: u16, retry_after: Option<&str>, message:
     let mut builder = Response::builder()
         .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header(header::CONTENT_TYPE, "application/json");
-    if let Some(wait) = retry_after {
+    // Google sends the wait in the body (above), not in a header.
+    if let Some(wait) = retry_after.filter(|_| api != WireApi::Gemini) {
         builder = builder.header(header::RETRY_AFTER, wait);
     }
     builder
@@ -734,6 +841,22 @@ fn sse(events: Vec<(Option<&'static str>, String)>) -> Response {
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(futures_util::stream::iter(chunks)))
+        .expect("a valid response")
+}
+
+/// A 200 whose body is a JSON array sent one element per chunk, as Gemini streams without
+/// `alt=sse`.
+fn json_array_stream(elements: Vec<String>) -> Response {
+    let last = elements.len().saturating_sub(1);
+    let chunks = elements.into_iter().enumerate().map(move |(k, element)| {
+        let open = if k == 0 { "[" } else { "" };
+        let close = if k == last { "]" } else { ",\r\n" };
+        Ok::<_, Infallible>(Bytes::from(format!("{open}{element}{close}")))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(futures_util::stream::iter(chunks)))
         .expect("a valid response")
 }
@@ -1080,5 +1203,75 @@ impl Answer {
         }
         push("response.completed", json!({"response": self.response()}));
         events
+    }
+
+    // -- Gemini
+
+    /// `usageMetadata`: `promptTokenCount` includes the tokens read from the cache, which
+    /// `cachedContentTokenCount` gives (left out when none, as Google does).
+    fn gemini_usage(&self) -> Value {
+        let mut usage = json!({
+            "promptTokenCount": self.input_tokens,
+            "candidatesTokenCount": self.output_tokens,
+            "totalTokenCount": self.input_tokens + self.output_tokens,
+        });
+        if self.cache_read_tokens > 0 {
+            usage["cachedContentTokenCount"] = json!(self.cache_read_tokens);
+        }
+        usage
+    }
+
+    /// A `GenerateContentResponse` with one candidate holding `parts`; the finish reason
+    /// and the whole usage only when `last`. Gemini says `STOP` also after function calls.
+    fn gemini_with(&self, parts: Vec<Value>, last: bool) -> Value {
+        let mut candidate = json!({"content": {"role": "model", "parts": parts}, "index": 0});
+        let usage = if last {
+            candidate["finishReason"] = json!("STOP");
+            self.gemini_usage()
+        } else {
+            json!({"promptTokenCount": self.input_tokens, "totalTokenCount": self.input_tokens})
+        };
+        json!({
+            "candidates": [candidate],
+            "usageMetadata": usage,
+            "modelVersion": self.model,
+            "responseId": format!("scripted-{}", self.id),
+        })
+    }
+
+    fn gemini_call_parts(&self) -> Vec<Value> {
+        self.tool_calls
+            .iter()
+            .map(|c| json!({"functionCall": {"name": c.name, "args": c.arguments}}))
+            .collect()
+    }
+
+    fn gemini(&self) -> Value {
+        let mut parts = Vec::new();
+        if !self.text.is_empty() || self.tool_calls.is_empty() {
+            parts.push(json!({"text": self.text}));
+        }
+        parts.extend(self.gemini_call_parts());
+        self.gemini_with(parts, true)
+    }
+
+    /// The stream's chunks: the text in pieces, then each function call whole in a chunk of
+    /// its own (Gemini does not stream arguments); the last chunk carries the finish reason
+    /// and the usage.
+    fn gemini_chunks(&self) -> Vec<String> {
+        let mut parts: Vec<Value> = pieces(&self.text, 8)
+            .into_iter()
+            .map(|piece| json!({"text": piece}))
+            .collect();
+        parts.extend(self.gemini_call_parts());
+        if parts.is_empty() {
+            parts.push(json!({"text": ""}));
+        }
+        let last = parts.len() - 1;
+        parts
+            .into_iter()
+            .enumerate()
+            .map(|(k, part)| self.gemini_with(vec![part], k == last).to_string())
+            .collect()
     }
 }
