@@ -92,6 +92,7 @@ fn client(provider: Provider, llm: &ScriptedLlm) -> ModelClient {
 fn client_with_timeout(provider: Provider, llm: &ScriptedLlm, timeout: Duration) -> ModelClient {
     let (model, url) = match provider {
         Provider::Anthropic => ("claude-sonnet-4-5", llm.url()),
+        Provider::Gemini => ("gemini-2.5-pro", llm.gemini_base_url()),
         _ => ("gpt-4.1", llm.openai_base_url()),
     };
     let spec = ModelSpec {
@@ -181,7 +182,12 @@ impl Run {
 
 const SKILL: &str = "---\nname: release-notes\ndescription: Writes release notes from the changelog.\nallowed-tools: Bash(cat *)\n---\n# Release notes\n\nRead CHANGELOG.md with `cat`, then write NOTES.md. MARKER-SKILL-BODY\n";
 
-const PROVIDERS: [Provider; 3] = [Provider::Anthropic, Provider::OpenAi, Provider::OpenAiChat];
+const PROVIDERS: [Provider; 4] = [
+    Provider::Anthropic,
+    Provider::OpenAi,
+    Provider::OpenAiChat,
+    Provider::Gemini,
+];
 
 #[tokio::test]
 async fn a_skill_is_discovered_loaded_and_its_allowed_tools_used() {
