@@ -9,3 +9,5 @@
 //! into these types unchanged, and what they write upstream's controller reads.
 
 pub mod crd;
+pub mod harden;
+pub mod reconcile;
