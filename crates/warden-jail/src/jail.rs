@@ -690,6 +690,7 @@ impl Jail {
         // --- seccomp, capabilities, no_new_privs, rlimits ---------------------------------
         let seccomp = seccomp::build(SeccompOptions {
             deny_inet: !full && policy.network.mode == NetworkMode::None,
+            inet_tcp_only: false,
         })
         .map_err(|e| JailError::Host(format!("cannot build the seccomp filter: {e}")))?;
         match seccomp::available() {

@@ -25,7 +25,16 @@ pub struct SeccompOptions {
     /// Deny AF_INET and AF_INET6 sockets too (pod isolation without network: there is no
     /// network namespace to keep UDP in).
     pub deny_inet: bool,
+    /// Allow AF_INET and AF_INET6 sockets for TCP only (pod isolation in network mode
+    /// `proxy`, where Landlock's TCP rules are the only filter and nothing keeps UDP, SCTP
+    /// or MPTCP in): every other socket type and protocol is refused, and so is TCP Fast
+    /// Open's `MSG_FASTOPEN`, which connects from `sendto`/`sendmsg` without the connect
+    /// hook Landlock checks.
+    pub inet_tcp_only: bool,
 }
+
+/// `MSG_FASTOPEN`: connect and send in one call, outside `connect()`.
+const MSG_FASTOPEN: u64 = 0x2000_0000;
 
 #[cfg(target_arch = "x86_64")]
 const ARCH: TargetArch = TargetArch::x86_64;
@@ -170,7 +179,44 @@ pub fn build(options: SeccompOptions) -> Result<SeccompProgram, String> {
         for ty in [libc::SOCK_RAW as u64, SOCK_PACKET] {
             r.push(rule(vec![cond(1, Len::Dword, Op::MaskedEq(0xf), ty)]));
         }
+        if options.inet_tcp_only && !options.deny_inet {
+            for family in [libc::AF_INET as u64, libc::AF_INET6 as u64] {
+                let fam = || cond(0, Len::Dword, Op::Eq, family);
+                // Every type but SOCK_STREAM (the type's low 4 bits; the rest are flags).
+                for ty in (0..16u64).filter(|t| *t != libc::SOCK_STREAM as u64) {
+                    r.push(rule(vec![
+                        fam(),
+                        cond(1, Len::Dword, Op::MaskedEq(0xf), ty),
+                    ]));
+                }
+                // Protocol 0 (TCP for a stream socket) or IPPROTO_TCP: no SCTP, no MPTCP.
+                r.push(rule(vec![
+                    fam(),
+                    cond(2, Len::Dword, Op::Ne, 0),
+                    cond(2, Len::Dword, Op::Ne, libc::IPPROTO_TCP as u64),
+                ]));
+            }
+        }
         rules.insert(nr, r);
+    }
+    if options.inet_tcp_only && !options.deny_inet {
+        // The flags are a register argument: sendto's fourth, sendmsg's third, sendmmsg's
+        // fourth.
+        for (nr, arg) in [
+            (libc::SYS_sendto, 3),
+            (libc::SYS_sendmsg, 2),
+            (libc::SYS_sendmmsg, 3),
+        ] {
+            rules.insert(
+                nr,
+                vec![rule(vec![cond(
+                    arg,
+                    Len::Dword,
+                    Op::MaskedEq(MSG_FASTOPEN),
+                    MSG_FASTOPEN,
+                )])],
+            );
+        }
     }
 
     // ioctl(): no pushing input into a terminal (TIOCSTI) or console tricks (TIOCLINUX).
@@ -215,6 +261,9 @@ pub fn build(options: SeccompOptions) -> Result<SeccompProgram, String> {
     ]);
     if options.deny_inet {
         denied.push("inet sockets");
+    } else if options.inet_tcp_only {
+        denied.push("inet sockets other than TCP");
+        denied.push("TCP Fast Open (MSG_FASTOPEN)");
     }
     let to_libc = |p: BpfProgram| {
         p.into_iter()

@@ -28,9 +28,24 @@ use warden_policy::{NetworkMode, SandboxPolicy, blocklist};
 use crate::host::HostUser;
 use crate::jail::{JailError, pod_base_grants, scope_read_grants};
 use crate::landlock::{self as ll, FsRule, LandlockSupport, NetRules};
-use crate::layer::{Layer, LayerReport, LayerStatus};
+use crate::layer::{Degraded, Layer, LayerReport, LayerStatus};
 use crate::seccomp::{self, SeccompOptions};
 use crate::sys;
+
+/// What pod isolation may reach beyond the policy's own terms, and which layers it may run
+/// without.
+#[derive(Debug, Clone, Default)]
+pub struct PodOptions {
+    /// For network mode `proxy`: the TCP port of the egress proxy the pod already runs (the
+    /// `warden proxy` sidecar on the pod's loopback). Landlock then allows TCP connect to
+    /// this port only (and no bind), and seccomp allows inet sockets for TCP only. Landlock
+    /// rules name ports, not addresses: the same port on another host is reachable too,
+    /// which the pod's NetworkPolicy has to close.
+    pub egress_port: Option<u16>,
+    /// Layers that may be unavailable without refusing. Only `landlock-net` is honoured:
+    /// Landlock's filesystem rules and seccomp are what pod isolation is made of.
+    pub degraded: Degraded,
+}
 
 /// The pod-isolation layers, built once and applied to every child.
 #[derive(Debug)]
@@ -45,14 +60,50 @@ impl PodJail {
     /// Builds the layers of `policy` (pod isolation: Landlock, seccomp, `no_new_privs`,
     /// rlimits) for children that may write `workspace` and the `writable` directories, and
     /// read the system directories (or the whole host with `read_scope = "host"`), minus
-    /// the blocklist. Fails if Landlock or seccomp is unavailable.
+    /// the blocklist. Fails if Landlock or seccomp is unavailable. Network mode `proxy`
+    /// needs [`PodJail::prepare_with`] and the proxy's port.
     pub fn prepare(
         policy: &SandboxPolicy,
         workspace: &Path,
         writable: &[PathBuf],
     ) -> Result<PodJail, JailError> {
+        PodJail::prepare_with(policy, workspace, writable, &PodOptions::default())
+    }
+
+    /// [`PodJail::prepare`] with [`PodOptions`]: the egress proxy's port for network mode
+    /// `proxy`, and the layers that may be missing.
+    pub fn prepare_with(
+        policy: &SandboxPolicy,
+        workspace: &Path,
+        writable: &[PathBuf],
+        options: &PodOptions,
+    ) -> Result<PodJail, JailError> {
         let policy_err = |field: &str, msg: String| {
             JailError::Policy(warden_policy::PolicyError::new(field, msg))
+        };
+        let mode = policy.network.mode;
+        let egress_port = match (mode, options.egress_port) {
+            (NetworkMode::Proxy, Some(0)) => {
+                return Err(policy_err(
+                    "network",
+                    "the egress proxy needs a port, not 0".into(),
+                ));
+            }
+            (NetworkMode::Proxy, Some(port)) => Some(port),
+            (NetworkMode::Proxy, None) => {
+                return Err(JailError::Unsupported(
+                    "network mode \"proxy\" in pod isolation needs the port of the egress proxy the pod runs (warden sandboxd --egress-proxy 127.0.0.1:3128)".into(),
+                ));
+            }
+            (_, Some(_)) => {
+                return Err(policy_err(
+                    "network.mode",
+                    format!(
+                        "an egress proxy port was given, but the network mode is \"{mode}\", not \"proxy\""
+                    ),
+                ));
+            }
+            (_, None) => None,
         };
         let workspace = fs::canonicalize(workspace)
             .map_err(|e| policy_err("workspace", format!("`{}`: {e}", workspace.display())))?;
@@ -121,8 +172,8 @@ impl PodJail {
             carved: false,
         }));
         let net = NetRules {
-            restrict: policy.network.mode != NetworkMode::Host,
-            connect_ports: Vec::new(),
+            restrict: mode != NetworkMode::Host,
+            connect_ports: egress_port.into_iter().collect(),
         };
         let built =
             ll::build(LandlockSupport::probe(), &rules, &[], &net).map_err(JailError::Host)?;
@@ -131,15 +182,20 @@ impl PodJail {
         for r in built.reports {
             // Landlock's signal scope and network rules need newer kernels; the filesystem
             // rules are the layer this confinement cannot run without.
+            // Without the network rules, proxy mode would let every TCP connection out:
+            // only an explicit `landlock-net` in `degraded` accepts that.
             let essential = r.layer == Layer::LandlockFs
-                || (r.layer == Layer::LandlockNet && policy.network.mode != NetworkMode::Host);
+                || (r.layer == Layer::LandlockNet
+                    && mode != NetworkMode::Host
+                    && !options.degraded.allows(Layer::LandlockNet));
             if matches!(r.status, LayerStatus::Unavailable { .. }) && essential {
                 unavailable.push(r.clone());
             }
             layers.push(r);
         }
         let seccomp = seccomp::build(SeccompOptions {
-            deny_inet: policy.network.mode == NetworkMode::None,
+            deny_inet: mode == NetworkMode::None,
+            inet_tcp_only: mode == NetworkMode::Proxy,
         })
         .map_err(|e| JailError::Host(format!("cannot build the seccomp filter: {e}")))?;
         match seccomp::available() {
@@ -316,6 +372,34 @@ pub fn set_winsize(fd: std::os::fd::BorrowedFd<'_>, cols: u16, rows: u16) -> io:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_proxy_mode_needs_exactly_a_port() {
+        let dir = std::env::temp_dir();
+        let pod = warden_policy::Profile::Pod.policy();
+        let mut proxy = pod.clone();
+        proxy.network.mode = NetworkMode::Proxy;
+        let with = |port| PodOptions {
+            egress_port: port,
+            degraded: Degraded::none(),
+        };
+        let cases: [(&SandboxPolicy, Option<u16>, i32, &str); 4] = [
+            (&proxy, None, 69, "needs the port of the egress proxy"),
+            (&proxy, Some(0), 64, "not 0"),
+            (&pod, Some(3128), 64, "not \"proxy\""),
+            (
+                &warden_policy::Profile::Pod.policy(),
+                Some(1),
+                64,
+                "network mode is \"none\"",
+            ),
+        ];
+        for (policy, port, code, msg) in cases {
+            let e = PodJail::prepare_with(policy, &dir, &[], &with(port)).unwrap_err();
+            assert_eq!(e.exit_code(), code, "{e}");
+            assert!(e.to_string().contains(msg), "{port:?}: {e}");
+        }
+    }
 
     #[test]
     fn inherited_needs_both_flags() {

@@ -1313,6 +1313,9 @@ fn make_sandbox(
         WORKSPACE_DIR.into(),
         "--jail".into(),
         "pod".into(),
+        // Commands may connect to the sidecar's port and nothing else (Landlock).
+        "--egress-proxy".into(),
+        format!("127.0.0.1:{}", opts.proxy_port),
     ]);
     if uses_workspace {
         args.extend(["--quota".into(), opts.workspace_size.to_string()]);

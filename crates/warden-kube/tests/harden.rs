@@ -145,6 +145,8 @@ fn an_empty_spec_becomes_a_complete_sandbox_pod() {
             "/workspace",
             "--jail",
             "pod",
+            "--egress-proxy",
+            "127.0.0.1:3128",
             "--quota",
             size.as_str(),
         ]

@@ -31,7 +31,16 @@ pub const PLACEHOLDER: &str = "warden-credential-route-placeholder";
 /// placeholder `OPENAI_API_KEY`, git's `url.<route>.insteadOf <upstream>` through
 /// `GIT_CONFIG_COUNT`).
 pub fn proxy_environment(routes: &[RouteSpec]) -> Vec<(String, String)> {
-    let url = format!("http://127.0.0.1:{PORT}");
+    proxy_environment_at(std::net::SocketAddr::from(([127, 0, 0, 1], PORT)), routes)
+}
+
+/// [`proxy_environment`] for a proxy listening on `proxy` (in a pod: the `warden proxy`
+/// sidecar, see `warden sandboxd --egress-proxy`).
+pub fn proxy_environment_at(
+    proxy: std::net::SocketAddr,
+    routes: &[RouteSpec],
+) -> Vec<(String, String)> {
+    let url = format!("http://{proxy}");
     let mut env = Vec::new();
     for name in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
         env.push((name.to_string(), url.clone()));

@@ -1,12 +1,14 @@
 //! `warden sandboxd`: the runtime server inside a sandbox or pod.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
-use warden_jail::spawn::{Confinement, PodJail, inherited_jail};
-use warden_policy::{ByteSize, Profile};
+use warden_jail::spawn::{Confinement, PodJail, PodOptions, inherited_jail};
+use warden_jail::{Degraded, Layer};
+use warden_policy::{ByteSize, NetworkMode, Profile};
 use warden_sandboxd::server::{Bound, Listen};
 use warden_sandboxd::{Sandboxd, fs::Root};
 
@@ -31,6 +33,10 @@ pub enum JailMode {
 Examples:
   # In a pod, on the ports the k8s-agent-sandbox SDK expects (8888, 8080, 9090):
   warden sandboxd --root /workspace
+
+  # In a pod with the `warden proxy` sidecar: commands reach the proxy and nothing else
+  # (no other TCP port, no UDP); HTTP_PROXY, HTTPS_PROXY, ALL_PROXY point at it:
+  warden sandboxd --root /workspace --egress-proxy 127.0.0.1:3128
 
   # For warden's local driver: one unix socket, commands already inside a warden jail:
   warden sandboxd --listen unix:/run/warden/sb-1.sock --root /work/sb-1 --jail inherited
@@ -62,6 +68,54 @@ pub struct SandboxdArgs {
     /// How commands are confined
     #[arg(long, value_enum, default_value_t = JailMode::Pod)]
     pub jail: JailMode,
+
+    /// With --jail pod: let commands reach the egress proxy on this loopback address (the
+    /// `warden proxy` sidecar of the same pod, e.g. 127.0.0.1:3128) and nothing else.
+    /// Landlock allows TCP connect to its port only (no bind, no other port), seccomp allows
+    /// inet sockets for TCP only, and HTTP_PROXY, HTTPS_PROXY and ALL_PROXY (both cases)
+    /// point at it. Landlock checks the port, not the address: the pod's NetworkPolicy must
+    /// keep that port on other hosts out. Refused (69) where the kernel has no Landlock
+    /// network rules (ABI 4, Linux 6.7). Without it, commands get no network at all
+    #[arg(long, value_name = "IP:PORT", env = "WARDEN_SANDBOXD_EGRESS_PROXY")]
+    pub egress_proxy: Option<SocketAddr>,
+
+    /// Run even though this layer is unavailable, printing that it is missing. Only
+    /// `landlock-net` can be missing in pod isolation; with --egress-proxy that lets every
+    /// TCP connection out
+    #[arg(long = "allow-degraded", value_name = "LAYER")]
+    pub allow_degraded: Vec<String>,
+}
+
+/// Checks `--egress-proxy`: a loopback address (the proxy shares the pod's network
+/// namespace; the environment points clients at exactly this address) with a port.
+fn check_egress_proxy(addr: SocketAddr) -> Result<SocketAddr, String> {
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "--egress-proxy `{addr}`: give the proxy's loopback address in this pod (e.g. 127.0.0.1:3128), not another host"
+        ));
+    }
+    if addr.port() == 0 {
+        return Err(format!(
+            "--egress-proxy `{addr}`: give the proxy's port, not 0"
+        ));
+    }
+    Ok(addr)
+}
+
+/// Parses `--allow-degraded`: pod isolation can run without `landlock-net` only.
+fn parse_degraded(names: &[String]) -> Result<Degraded, String> {
+    let mut degraded = Degraded::none();
+    for name in names {
+        let layers = Layer::parse_set(name).map_err(|e| format!("--allow-degraded: {e}"))?;
+        if let Some(l) = layers.iter().find(|l| **l != Layer::LandlockNet) {
+            return Err(format!(
+                "--allow-degraded `{}`: sandboxd cannot run without it; the only layer it can do without is `landlock-net`",
+                l.name()
+            ));
+        }
+        degraded.allow(layers);
+    }
+    Ok(degraded)
 }
 
 fn default_root() -> PathBuf {
@@ -85,6 +139,28 @@ pub fn main(args: SandboxdArgs) -> ExitCode {
             return ExitCode::from(64);
         }
     };
+    let egress_proxy = match args.egress_proxy.map(check_egress_proxy).transpose() {
+        Ok(p) => p,
+        Err(e) => {
+            say!("warden sandboxd: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let degraded = match parse_degraded(&args.allow_degraded) {
+        Ok(d) => d,
+        Err(e) => {
+            say!("warden sandboxd: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    if args.jail == JailMode::Inherited
+        && (egress_proxy.is_some() || !args.allow_degraded.is_empty())
+    {
+        say!(
+            "warden sandboxd: --egress-proxy and --allow-degraded need --jail pod; with --jail inherited the enclosing `warden run` decides the network"
+        );
+        return ExitCode::from(64);
+    }
     let mut child_env = Vec::new();
     let mut scratch: Option<PathBuf> = None;
     let confinement = match args.jail {
@@ -108,10 +184,41 @@ pub fn main(args: SandboxdArgs) -> ExitCode {
                 say!("warden sandboxd: cannot create `{}`: {e}", tmp.display());
                 return ExitCode::from(70);
             }
-            let policy = Profile::Pod.policy();
-            match PodJail::prepare(&policy, root.path(), std::slice::from_ref(&tmp)) {
+            let mut policy = Profile::Pod.policy();
+            if egress_proxy.is_some() {
+                policy.network.mode = NetworkMode::Proxy;
+            }
+            let options = PodOptions {
+                egress_port: egress_proxy.map(|a| a.port()),
+                degraded,
+            };
+            match PodJail::prepare_with(&policy, root.path(), std::slice::from_ref(&tmp), &options)
+            {
                 Ok(j) => {
+                    let missing: Vec<&str> = j
+                        .layers()
+                        .iter()
+                        .filter(|r| {
+                            matches!(r.status, warden_jail::LayerStatus::Unavailable { .. })
+                                && r.layer == Layer::LandlockNet
+                        })
+                        .map(|r| r.layer.name())
+                        .collect();
+                    if !missing.is_empty() {
+                        say!(
+                            "warden sandboxd: warning: running WITHOUT {} (allowed by --allow-degraded){}",
+                            missing.join(", "),
+                            if egress_proxy.is_some() {
+                                ": commands can open any TCP connection"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
                     child_env.push(("TMPDIR".to_string(), tmp.display().to_string()));
+                    if let Some(addr) = egress_proxy {
+                        child_env.extend(crate::egress::proxy_environment_at(addr, &[]));
+                    }
                     scratch = Some(tmp);
                     Confinement::Pod(Arc::new(j))
                 }
@@ -167,11 +274,16 @@ pub fn main(args: SandboxdArgs) -> ExitCode {
             }
         }
         say!(
-            "warden sandboxd: root {}, jail {}",
+            "warden sandboxd: root {}, jail {}, network {}",
             state.root.path().display(),
             match args.jail {
                 JailMode::Pod => "pod",
                 JailMode::Inherited => "inherited",
+            },
+            match (args.jail, egress_proxy) {
+                (JailMode::Inherited, _) => "inherited".to_string(),
+                (JailMode::Pod, Some(a)) => format!("egress proxy {a} only"),
+                (JailMode::Pod, None) => "none".to_string(),
             }
         );
         tokio::select! {

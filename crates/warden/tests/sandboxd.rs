@@ -186,3 +186,167 @@ fn grpc_streaming_process_calls() {
     // Every command ended and was reaped: sandboxd has no children left.
     assert_eq!(children_of(server.0.id()), vec![], "sandboxd left children");
 }
+
+/// Starts `warden sandboxd` in pod isolation on a free port with `extra` flags, and waits
+/// until it listens.
+fn pod_sandboxd(root: &std::path::Path, extra: &[&str]) -> (Server, support::Api) {
+    let port = free_port();
+    let server = Server(
+        Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(["sandboxd", "--jail", "pod", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--root")
+            .arg(root)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    support::wait_for("sandboxd to listen", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let api = support::Api {
+        addr: format!("127.0.0.1:{port}"),
+        token: None,
+    };
+    (server, api)
+}
+
+/// Runs the egress probe through sandboxd's exec API: `(attempt, result)` lines.
+fn run_probe(api: &support::Api, root: &std::path::Path, proxy: u16, other: u16) -> String {
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/pod_egress_probe.py"
+        ),
+        root.join("probe.py"),
+    )
+    .unwrap();
+    let body = serde_json::json!({
+        "command": ["python3", "probe.py", proxy.to_string(), other.to_string()],
+        "timeout_ms": 60000,
+    });
+    let r = api.post_json("/v1/exec", &body).json();
+    assert_eq!(r["exit_code"], 0, "probe failed: {r}");
+    r["stdout"].as_str().unwrap().to_string()
+}
+
+fn line<'a>(out: &'a str, name: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no `{name}` in the probe's output:\n{out}"))
+}
+
+/// A listener that counts the connections it accepts.
+fn counting_listener() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = n.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(c);
+        }
+    });
+    (port, n)
+}
+
+/// `--egress-proxy`: pod-mode commands reach the proxy's port and nothing else. Landlock
+/// refuses TCP connect to any other port and every bind (EACCES), seccomp refuses UDP,
+/// SCTP and TCP Fast Open (EPERM), and the proxy variables point at the proxy.
+#[test]
+fn pod_egress_proxy_is_the_only_way_out() {
+    let base = tempfile::tempdir().unwrap();
+    let (proxy, proxy_seen) = counting_listener();
+    let (other, other_seen) = counting_listener();
+    let proxy_flag = format!("127.0.0.1:{proxy}");
+    let (_server, api) = pod_sandboxd(base.path(), &["--egress-proxy", &proxy_flag]);
+    let out = run_probe(&api, base.path(), proxy, other);
+    assert_eq!(line(&out, "connect-proxy"), "ok", "{out}");
+    assert_eq!(line(&out, "connect-other"), "EACCES", "{out}");
+    // No IPv6 loopback on some hosts: then the kernel refuses before Landlock does.
+    assert!(
+        ["EACCES", "EADDRNOTAVAIL", "ENETUNREACH"].contains(&line(&out, "connect-other-v6")),
+        "{out}"
+    );
+    assert_eq!(line(&out, "bind-listen"), "EACCES", "{out}");
+    assert_eq!(line(&out, "udp"), "EPERM", "{out}");
+    assert_eq!(line(&out, "fast-open"), "EPERM", "{out}");
+    assert_eq!(line(&out, "sctp"), "EPERM", "{out}");
+    assert_eq!(line(&out, "unix"), "ok", "{out}");
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        assert_eq!(
+            line(&out, &format!("env {var}")),
+            format!("http://127.0.0.1:{proxy}"),
+            "{out}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(proxy_seen.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    assert_eq!(
+        other_seen.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the other port was reached:\n{out}"
+    );
+}
+
+/// Without `--egress-proxy`, pod mode keeps commands off the network entirely: seccomp
+/// refuses every inet socket, the proxy's port included, and no proxy variable is set.
+#[test]
+fn pod_without_egress_proxy_has_no_inet_socket() {
+    let base = tempfile::tempdir().unwrap();
+    let (proxy, proxy_seen) = counting_listener();
+    let (other, other_seen) = counting_listener();
+    let (_server, api) = pod_sandboxd(base.path(), &[]);
+    let out = run_probe(&api, base.path(), proxy, other);
+    for attempt in [
+        "connect-proxy",
+        "connect-other",
+        "connect-other-v6",
+        "bind-listen",
+        "listen-unbound",
+        "udp",
+        "fast-open",
+        "sctp",
+    ] {
+        assert_eq!(line(&out, attempt), "EPERM", "{attempt}:\n{out}");
+    }
+    assert_eq!(line(&out, "env HTTP_PROXY"), "-", "{out}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(proxy_seen.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(other_seen.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+/// Bad `--egress-proxy` values are usage errors that say what to give.
+#[test]
+fn egress_proxy_flag_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, want) in [
+        (vec!["--egress-proxy", "10.0.0.1:3128"], "loopback"),
+        (vec!["--egress-proxy", "127.0.0.1:0"], "not 0"),
+        (
+            vec!["--egress-proxy", "127.0.0.1:3128", "--jail", "inherited"],
+            "need --jail pod",
+        ),
+        (vec!["--allow-degraded", "seccomp"], "only layer"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(["sandboxd", "--listen", "127.0.0.1:0", "--root"])
+            .arg(dir.path())
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
