@@ -127,7 +127,7 @@ pub const SANDBOX_USER: i64 = 65532;
 /// sandbox's user can read the proxy's memory or environment.
 pub const PROXY_USER: i64 = 65533;
 /// What the sandbox gets instead of a route's secret (`warden run --route` gives the same).
-pub const CREDENTIAL_PLACEHOLDER: &str = "warden-credential-route-placeholder";
+pub use warden_policy::CREDENTIAL_PLACEHOLDER;
 /// sandboxd's health endpoint, on every listener.
 pub const SANDBOXD_HEALTH_PATH: &str = "/v1/health";
 /// The proxy admin listener's health endpoint.
@@ -1369,52 +1369,17 @@ fn make_sandbox(
     (uses_workspace, uses_tmp)
 }
 
-/// The sandbox's view of the proxy, as `warden run` sets it (crates/warden/src/egress.rs,
-/// `proxy_environment`): HTTP clients through the proxy, loopback included, and each route's
-/// URL with what its kind of client reads.
+/// The sandbox's view of the proxy sidecar: the same variables `warden run` sets
+/// ([`warden_policy::proxy_environment`]).
 fn sandbox_environment(proxy_port: u16, routes: &[ResolvedRoute]) -> Vec<(String, String)> {
-    let url = format!("http://127.0.0.1:{proxy_port}");
-    let mut env = Vec::new();
-    for name in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
-        env.push((name.to_string(), url.clone()));
-        env.push((name.to_lowercase(), url.clone()));
-    }
-    env.push(("NO_PROXY".into(), String::new()));
-    env.push(("no_proxy".into(), String::new()));
-    let mut git = Vec::new();
-    for route in routes {
-        let base = format!("{url}/{}", route.name);
-        env.push((
-            format!(
-                "WARDEN_ROUTE_{}",
-                route.name.to_ascii_uppercase().replace('-', "_")
-            ),
-            base.clone(),
-        ));
-        match route.kind {
-            RouteKind::Anthropic => {
-                env.push(("ANTHROPIC_BASE_URL".into(), base));
-                env.push(("ANTHROPIC_API_KEY".into(), CREDENTIAL_PLACEHOLDER.into()));
-            }
-            RouteKind::Openai => {
-                env.push(("OPENAI_BASE_URL".into(), format!("{base}/v1")));
-                env.push(("OPENAI_API_KEY".into(), CREDENTIAL_PLACEHOLDER.into()));
-            }
-            RouteKind::Git => git.push((
-                format!("url.{base}/.insteadOf"),
-                format!("{}/", route.upstream),
-            )),
-            RouteKind::Generic => {}
-        }
-    }
-    if !git.is_empty() {
-        env.push(("GIT_CONFIG_COUNT".into(), git.len().to_string()));
-        for (i, (key, value)) in git.into_iter().enumerate() {
-            env.push((format!("GIT_CONFIG_KEY_{i}"), key));
-            env.push((format!("GIT_CONFIG_VALUE_{i}"), value));
-        }
-    }
-    env
+    warden_policy::proxy_environment(
+        &format!("http://127.0.0.1:{proxy_port}"),
+        routes.iter().map(|r| warden_policy::RouteView {
+            name: &r.name,
+            kind: r.kind,
+            upstream: &r.upstream,
+        }),
+    )
 }
 
 /// The `warden proxy` sidecar.
@@ -1927,12 +1892,7 @@ fn check_dns_label(s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > 63 {
         return Err("1 to 63 characters".into());
     }
-    let ok = s
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-');
-    if ok {
+    if warden_policy::is_dns_label(s) {
         Ok(())
     } else {
         Err("lowercase letters, digits and `-`, starting and ending with a letter or digit".into())

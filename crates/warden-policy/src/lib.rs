@@ -21,11 +21,14 @@ pub use domain::{DomainError, DomainPattern};
 pub use env::{DEFAULT_PASS, EnvPattern, EnvironmentPolicy, is_injection_variable};
 pub use error::{FieldError, PolicyError};
 pub use file::PolicyFile;
-pub use names::UnknownName;
+pub use names::{UnknownName, is_dns_label};
 pub use policy::{
     FilesystemPolicy, HomeMode, Isolation, NetworkMode, NetworkPolicy, ReadScope, ResourceLimits,
     SandboxPolicy, bounds, resolve_path,
 };
 pub use profile::Profile;
-pub use route::{AuthScheme, CredentialSpec, RouteKind, RouteSpec, TokenExchangeSpec};
+pub use route::{
+    AuthScheme, CREDENTIAL_PLACEHOLDER, CredentialSpec, RouteKind, RouteSpec, RouteView,
+    TokenExchangeSpec, proxy_environment,
+};
 pub use size::{ByteSize, SizeError};

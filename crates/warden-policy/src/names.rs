@@ -58,3 +58,14 @@ pub struct UnknownName {
     pub got: String,
     pub allowed: &'static [&'static str],
 }
+
+/// Whether `s` is a DNS-1123 label: 1 to 63 of `a-z`, `0-9` and `-`, starting and ending
+/// with a letter or digit (Kubernetes names, sandbox ids, namespaces).
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}

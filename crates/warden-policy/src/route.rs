@@ -476,6 +476,80 @@ pub fn route_from_flag(flag: &str) -> Result<(String, RouteFile), String> {
     ))
 }
 
+/// What a sandbox gets instead of a route's secret (the proxy replaces it on the way out).
+pub const CREDENTIAL_PLACEHOLDER: &str = "warden-credential-route-placeholder";
+
+/// A route as a sandbox's environment names it: its path segment, its kind and its upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteView<'a> {
+    pub name: &'a str,
+    pub kind: RouteKind,
+    pub upstream: &'a str,
+}
+
+impl<'a> From<&'a RouteSpec> for RouteView<'a> {
+    fn from(r: &'a RouteSpec) -> RouteView<'a> {
+        RouteView {
+            name: &r.name,
+            kind: r.kind,
+            upstream: &r.upstream,
+        }
+    }
+}
+
+/// The variables that point a sandbox's HTTP clients at the egress proxy at `proxy_url`
+/// (`http://127.0.0.1:3128`), upper and lower case as tools differ, with an empty
+/// `NO_PROXY` (nothing is reachable without the proxy, loopback included), and each route's
+/// URL: `WARDEN_ROUTE_<NAME>` always, plus what the route's kind of client reads
+/// (`ANTHROPIC_BASE_URL` with a placeholder `ANTHROPIC_API_KEY`, `OPENAI_BASE_URL` with a
+/// placeholder `OPENAI_API_KEY`, git's `url.<route>.insteadOf <upstream>` through
+/// `GIT_CONFIG_COUNT`). `warden run`, `warden sandboxd --egress-proxy` and warden's pod
+/// templates all set exactly these.
+pub fn proxy_environment<'a>(
+    proxy_url: &str,
+    routes: impl IntoIterator<Item = RouteView<'a>>,
+) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    for name in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
+        env.push((name.to_string(), proxy_url.to_string()));
+        env.push((name.to_lowercase(), proxy_url.to_string()));
+    }
+    env.push(("NO_PROXY".into(), String::new()));
+    env.push(("no_proxy".into(), String::new()));
+    let mut git = Vec::new();
+    for route in routes {
+        let base = format!("{proxy_url}/{}", route.name);
+        let var = format!(
+            "WARDEN_ROUTE_{}",
+            route.name.to_ascii_uppercase().replace('-', "_")
+        );
+        env.push((var, base.clone()));
+        match route.kind {
+            RouteKind::Anthropic => {
+                env.push(("ANTHROPIC_BASE_URL".into(), base));
+                env.push(("ANTHROPIC_API_KEY".into(), CREDENTIAL_PLACEHOLDER.into()));
+            }
+            RouteKind::Openai => {
+                env.push(("OPENAI_BASE_URL".into(), format!("{base}/v1")));
+                env.push(("OPENAI_API_KEY".into(), CREDENTIAL_PLACEHOLDER.into()));
+            }
+            RouteKind::Git => git.push((
+                format!("url.{base}/.insteadOf"),
+                format!("{}/", route.upstream),
+            )),
+            RouteKind::Generic => {}
+        }
+    }
+    if !git.is_empty() {
+        env.push(("GIT_CONFIG_COUNT".into(), git.len().to_string()));
+        for (i, (key, value)) in git.into_iter().enumerate() {
+            env.push((format!("GIT_CONFIG_KEY_{i}"), key));
+            env.push((format!("GIT_CONFIG_VALUE_{i}"), value));
+        }
+    }
+    env
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

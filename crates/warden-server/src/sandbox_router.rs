@@ -107,15 +107,7 @@ impl IntoResponse for RouterError {
     }
 }
 
-/// A DNS-1123 label: 1 to 63 of `[a-z0-9-]`, not starting or ending with `-`.
-pub fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
+pub use warden_policy::is_dns_label;
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     // A header that is not visible ASCII counts as present but invalid.

@@ -461,20 +461,37 @@ async fn run(args: AgentArgs) -> Result<RunOutcome, Failure> {
         run_dir: Some(run_dir.clone()),
     };
     let (handle, cancel) = cancellation();
-    let stop = tokio::spawn(async move {
+    let stop = cancel_on_signal(handle);
+    let outcome = agent.run(&mut state, &cancel).await;
+    stop.abort();
+    conclude(&driver, &sandbox, &outcome, args.json, &run_id, &run_dir).await;
+    Ok(outcome)
+}
+
+/// Cancels the run on SIGINT or SIGTERM, until the returned task is aborted.
+fn cancel_on_signal(handle: warden_agent::run::CancelHandle) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
         let signal = crate::stop_signal().await;
         say!("\nwarden agent: {signal}: stopping the run");
         handle.cancel();
-    });
-    let outcome = agent.run(&mut state, &cancel).await;
-    stop.abort();
-    if let Err(e) = driver.delete(&sandbox).await {
+    })
+}
+
+/// After a run: its sandbox removed, and (without --json) the outcome reported.
+async fn conclude(
+    driver: &Arc<dyn Driver>,
+    sandbox: &str,
+    outcome: &RunOutcome,
+    json: bool,
+    run_id: &str,
+    run_dir: &RunDir,
+) {
+    if let Err(e) = driver.delete(sandbox).await {
         say!("warden agent: cannot remove the sandbox {sandbox}: {e}");
     }
-    if !args.json {
-        report(&outcome, &run_id, &run_dir);
+    if !json {
+        report(outcome, run_id, run_dir);
     }
-    Ok(outcome)
 }
 /// Starts the run's sandbox: a local driver of its own under `DATA/agent`, one template
 /// made of `policy`, and one sandbox whose workspace is the repository.
@@ -626,19 +643,10 @@ async fn run_external_agent(args: AgentArgs) -> Result<RunOutcome, Failure> {
     opts.timeout = Some(args.timeout);
     opts.cwd = Some(prepared.source.working_dir.to_string_lossy().into_owned());
     let (handle, cancel) = cancellation();
-    let stop = tokio::spawn(async move {
-        let signal = crate::stop_signal().await;
-        say!("\nwarden agent: {signal}: stopping the run");
-        handle.cancel();
-    });
+    let stop = cancel_on_signal(handle);
     let outcome = run_external(agent, &host, &sink, &opts, cancel.cancelled()).await;
     stop.abort();
-    if let Err(e) = driver.delete(&sandbox).await {
-        say!("warden agent: cannot remove the sandbox {sandbox}: {e}");
-    }
-    if !args.json {
-        report(&outcome, &run_id, &run_dir);
-    }
+    conclude(&driver, &sandbox, &outcome, args.json, &run_id, &run_dir).await;
     Ok(outcome)
 }
 

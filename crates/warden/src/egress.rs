@@ -22,14 +22,7 @@ use warden_policy::{CredentialSpec, RouteKind, RouteSpec, SandboxPolicy};
 /// The port the proxy answers on inside the sandbox (squid's customary one).
 pub const PORT: u16 = 3128;
 
-/// What the sandbox gets instead of a route's secret.
-pub const PLACEHOLDER: &str = "warden-credential-route-placeholder";
-
-/// Variables that point HTTP clients at the proxy, upper and lower case as tools differ, and
-/// each route's URL: `WARDEN_ROUTE_<NAME>` always, plus what the route's kind of client reads
-/// (`ANTHROPIC_BASE_URL` with a placeholder `ANTHROPIC_API_KEY`, `OPENAI_BASE_URL` with a
-/// placeholder `OPENAI_API_KEY`, git's `url.<route>.insteadOf <upstream>` through
-/// `GIT_CONFIG_COUNT`).
+/// [`warden_policy::proxy_environment`] for the proxy of `warden run` (loopback, [`PORT`]).
 pub fn proxy_environment(routes: &[RouteSpec]) -> Vec<(String, String)> {
     proxy_environment_at(std::net::SocketAddr::from(([127, 0, 0, 1], PORT)), routes)
 }
@@ -40,47 +33,7 @@ pub fn proxy_environment_at(
     proxy: std::net::SocketAddr,
     routes: &[RouteSpec],
 ) -> Vec<(String, String)> {
-    let url = format!("http://{proxy}");
-    let mut env = Vec::new();
-    for name in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
-        env.push((name.to_string(), url.clone()));
-        env.push((name.to_lowercase(), url.clone()));
-    }
-    // Nothing inside is reachable without the proxy, loopback included.
-    env.push(("NO_PROXY".into(), String::new()));
-    env.push(("no_proxy".into(), String::new()));
-    let mut git = Vec::new();
-    for route in routes {
-        let base = format!("{url}/{}", route.name);
-        let var = format!(
-            "WARDEN_ROUTE_{}",
-            route.name.to_ascii_uppercase().replace('-', "_")
-        );
-        env.push((var, base.clone()));
-        match route.kind {
-            RouteKind::Anthropic => {
-                env.push(("ANTHROPIC_BASE_URL".into(), base));
-                env.push(("ANTHROPIC_API_KEY".into(), PLACEHOLDER.into()));
-            }
-            RouteKind::Openai => {
-                env.push(("OPENAI_BASE_URL".into(), format!("{base}/v1")));
-                env.push(("OPENAI_API_KEY".into(), PLACEHOLDER.into()));
-            }
-            RouteKind::Git => git.push((
-                format!("url.{base}/.insteadOf"),
-                format!("{}/", route.upstream),
-            )),
-            RouteKind::Generic => {}
-        }
-    }
-    if !git.is_empty() {
-        env.push(("GIT_CONFIG_COUNT".into(), git.len().to_string()));
-        for (i, (key, value)) in git.into_iter().enumerate() {
-            env.push((format!("GIT_CONFIG_KEY_{i}"), key));
-            env.push((format!("GIT_CONFIG_VALUE_{i}"), value));
-        }
-    }
-    env
+    warden_policy::proxy_environment(&format!("http://{proxy}"), routes.iter().map(Into::into))
 }
 
 /// Adds the routes of `--route NAME[=URL]` flags to the policy: a route of the policy file

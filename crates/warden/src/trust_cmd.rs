@@ -8,9 +8,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use serde_json::json;
-use warden_agent::instructions::{InstructionSource, load_instructions};
-use warden_agent::skills::discover_skills;
-use warden_agent::subagents::discover_subagents;
+use warden_agent::run::prepare::{PrepareError, collect_repository};
 use warden_agent::trust::signature::manifest_text;
 use warden_agent::trust::{
     AllowedSigner, FileTrustStore, RepoIdentity, SignaturePolicy, TrustCheck, TrustError,
@@ -163,14 +161,11 @@ fn run(args: &TrustArgs) -> Result<ExitCode, Failure> {
 fn context(args: &TrustArgs) -> Result<Context, Failure> {
     let cwd = std::env::current_dir()
         .map_err(|e| Failure::Usage(format!("the current directory: {e}")))?;
-    let (source, _) =
-        InstructionSource::resolve(args.repo.as_deref(), &cwd).map_err(Failure::Usage)?;
-    let root = source.repo_root.clone();
-    let instructions = load_instructions(&source).map_err(|e| Failure::Usage(e.to_string()))?;
-    let skills = discover_skills(&root).map_err(refused)?;
-    let agents = discover_subagents(&root).map_err(refused)?;
-    let files = warden_agent::trust::collect(&instructions, &skills, &agents).map_err(refused)?;
-    let repo = RepoIdentity::of(&root).map_err(refused)?;
+    let collected = collect_repository(args.repo.as_deref(), &cwd).map_err(|e| match e {
+        PrepareError::Usage(m) => Failure::Usage(m),
+        other => refused(other),
+    })?;
+    let (repo, files) = (collected.repo, collected.files);
     let data = args
         .data
         .clone()

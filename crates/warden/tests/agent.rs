@@ -139,7 +139,7 @@ async fn a_skill_bash_in_the_sandbox_and_approvals_from_another_process() {
         Turn::tool_call(
             "c6",
             "Write",
-            json!({"file_path": root.join("NOTES.md"), "content": "v2 is faster\n"}),
+            json!({"file_path": root.join("notes/v2/NOTES.md"), "content": "v2 is faster\n"}),
         ),
         Turn::text("Release notes written."),
     ])
@@ -216,7 +216,7 @@ async fn a_skill_bash_in_the_sandbox_and_approvals_from_another_process() {
         "{curl}"
     );
     assert_eq!(
-        std::fs::read_to_string(root.join("NOTES.md")).unwrap(),
+        std::fs::read_to_string(root.join("notes/v2/NOTES.md")).unwrap(),
         "v2 is faster\n"
     );
 

@@ -74,11 +74,10 @@ impl CancelHandle {
 }
 
 impl Cancel {
-    /// A receiver that is never cancelled.
+    /// A receiver that is never cancelled (its handle is gone at once, which
+    /// [`cancelled`](Self::cancelled) takes as never).
     pub fn never() -> Cancel {
-        let (tx, rx) = watch::channel(false);
-        std::mem::forget(tx);
-        Cancel(rx)
+        Cancel(watch::channel(false).1)
     }
     pub fn is_cancelled(&self) -> bool {
         *self.0.borrow()

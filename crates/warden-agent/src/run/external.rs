@@ -94,7 +94,7 @@ use crate::model::Usage;
 
 /// What the sandbox gets instead of an API key when the credential route adds the real one
 /// (the value `warden run` sets for a route).
-pub const PLACEHOLDER_KEY: &str = "warden-credential-route-placeholder";
+pub use warden_policy::CREDENTIAL_PLACEHOLDER as PLACEHOLDER_KEY;
 
 /// Lines longer than this are dropped (with a warning) rather than kept in memory.
 pub const MAX_LINE_BYTES: usize = 8 << 20;

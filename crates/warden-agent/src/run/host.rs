@@ -64,14 +64,7 @@ impl ToolHost for DriverHost {
     }
 
     async fn write_file(&self, rel: &str, data: Vec<u8>) -> Result<(), DriverError> {
-        if let Some(parent) = Path::new(rel).parent()
-            && !parent.as_os_str().is_empty()
-        {
-            let parent = parent.to_string_lossy();
-            if !self.driver.exists(&self.sandbox, &parent).await? {
-                self.driver.mkdir(&self.sandbox, &parent).await?;
-            }
-        }
+        // sandboxd creates the missing parent directories itself.
         let body: warden_sandbox::ByteStream = Box::pin(futures_util::stream::once(async move {
             Ok::<Bytes, std::io::Error>(Bytes::from(data))
         }));

@@ -53,10 +53,25 @@ pub enum PrepareError {
     Other(String),
 }
 
-/// Reads the repository, checks trust (pinning on first use), and parses the rules.
-pub fn prepare(opts: &PrepareOptions<'_>) -> Result<Prepared, PrepareError> {
-    let (source, note) =
-        InstructionSource::resolve(opts.repo, opts.cwd).map_err(PrepareError::Usage)?;
+/// A repository's files as read now, collected for trust, before any check: what
+/// `prepare` and `warden trust` start from.
+#[derive(Debug)]
+pub struct Collected {
+    pub source: InstructionSource,
+    /// Said when the working directory is not inside a git repository.
+    pub note: Option<String>,
+    pub instructions: Instructions,
+    pub skills: SkillSet,
+    pub subagents: SubagentSet,
+    /// Every file to pin, with its digest and text.
+    pub files: Vec<TrustedFile>,
+    pub repo: RepoIdentity,
+}
+
+/// Reads the repository (`repo`, or the git top level of `cwd`): its instruction files,
+/// skills, subagents and settings, each collected for trust.
+pub fn collect_repository(repo: Option<&Path>, cwd: &Path) -> Result<Collected, PrepareError> {
+    let (source, note) = InstructionSource::resolve(repo, cwd).map_err(PrepareError::Usage)?;
     let root = source.repo_root.clone();
     let instructions =
         load_instructions(&source).map_err(|e| PrepareError::Usage(e.to_string()))?;
@@ -64,8 +79,31 @@ pub fn prepare(opts: &PrepareOptions<'_>) -> Result<Prepared, PrepareError> {
     let subagents = discover_subagents(&root)
         .map_err(|e| PrepareError::Other(format!("{}: {e}", root.display())))?;
     let files = crate::trust::collect(&instructions, &skills, &subagents)?;
-    verify_signatures(&opts.signatures, &root, &files)?;
     let repo = RepoIdentity::of(&root)?;
+    Ok(Collected {
+        source,
+        note,
+        instructions,
+        skills,
+        subagents,
+        files,
+        repo,
+    })
+}
+
+/// Reads the repository, checks trust (pinning on first use), and parses the rules.
+pub fn prepare(opts: &PrepareOptions<'_>) -> Result<Prepared, PrepareError> {
+    let Collected {
+        source,
+        note,
+        instructions,
+        skills,
+        subagents,
+        files,
+        repo,
+    } = collect_repository(opts.repo, opts.cwd)?;
+    let root = source.repo_root.clone();
+    verify_signatures(&opts.signatures, &root, &files)?;
     let trust = check_and_pin(opts.trust_store, &repo, &files)?;
     let rules = rules_from_trusted(&files, &root)?;
 

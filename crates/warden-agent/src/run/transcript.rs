@@ -26,7 +26,7 @@ type Callback = Box<dyn Fn(&AgentEvent) + Send + Sync>;
 
 #[derive(Default)]
 struct SinkInner {
-    run_id: Mutex<String>,
+    run_id: String,
     file: Mutex<Option<(PathBuf, File)>>,
     watchers: Option<broadcast::Sender<AgentEvent>>,
     callback: Option<Callback>,
@@ -64,7 +64,7 @@ impl EventSink {
         };
         Ok(EventSink {
             inner: Arc::new(SinkInner {
-                run_id: Mutex::new(run_id.to_string()),
+                run_id: run_id.to_string(),
                 file: Mutex::new(file),
                 watchers,
                 callback,
@@ -88,13 +88,7 @@ impl EventSink {
         if !matches!(event, AgentEvent::TextDelta { .. }) {
             let mut file = self.inner.file.lock().unwrap_or_else(|e| e.into_inner());
             if let Some((path, f)) = file.as_mut() {
-                let run = self
-                    .inner
-                    .run_id
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
-                let line = transcript_line(&run, SystemTime::now(), &event);
+                let line = transcript_line(&self.inner.run_id, SystemTime::now(), &event);
                 if let Err(e) = f.write_all(line.as_bytes()).and_then(|_| f.flush()) {
                     tracing::error!(
                         "cannot write the transcript {}: {e}; later events are not kept",
