@@ -8,6 +8,10 @@
 //! Must never: drift from upstream's wire format. A manifest written for upstream v1.0 reads
 //! into these types unchanged, and what they write upstream's controller reads.
 
+pub mod controller;
 pub mod crd;
+pub mod driver;
 pub mod harden;
 pub mod reconcile;
+pub mod router;
+pub mod testing;

@@ -3,7 +3,8 @@
 //! Owns: [`SandboxPolicy`] and its parts, the built-in [`Profile`]s, the policy file format
 //! ([`PolicyFile`], TOML), validation with errors that name the field and the allowed values,
 //! the sensitive-path [`blocklist`], environment sanitising ([`EnvironmentPolicy`]) and the
-//! description of credential [`route`]s.
+//! description of credential [`route`]s, and the header contract of the agent-sandbox router
+//! ([`sandbox_router`]) that `warden serve` and `warden router` both serve.
 //! Must never: touch the filesystem, the network or processes. Enforcement is `warden-jail`'s.
 
 pub mod blocklist;
@@ -15,6 +16,7 @@ mod names;
 mod policy;
 mod profile;
 pub mod route;
+pub mod sandbox_router;
 mod size;
 
 pub use domain::{DomainError, DomainPattern};

@@ -193,6 +193,43 @@ pub enum RuntimeConn {
     Tcp(tokio::net::TcpStream),
 }
 
+/// How requests sent over a [`Driver::connect_runtime`] connection are addressed, for the
+/// router contract. A local connection reaches sandboxd itself; a driver whose runtimes sit
+/// behind a router (Kubernetes) connects to that router, and the request must name the
+/// sandbox there.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RuntimeRoute {
+    /// The `X-Sandbox-Namespace` the driver's sandboxes answer to; a request naming another
+    /// gets the router's answer for an unknown sandbox.
+    pub namespace: String,
+    /// Headers the request must carry (`X-Sandbox-ID`, `X-Sandbox-Namespace`,
+    /// `X-Sandbox-Port`, the router's `Authorization`). When there are any, the caller's own
+    /// `X-Sandbox-*` headers are dropped first, so that only the driver names the target
+    /// (never, say, a caller's `X-Sandbox-Pod-IP`).
+    pub headers: Vec<(String, String)>,
+}
+
+impl Default for RuntimeRoute {
+    /// Local: the `default` namespace, and the connection is sandboxd itself.
+    fn default() -> RuntimeRoute {
+        RuntimeRoute {
+            namespace: "default".into(),
+            headers: Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RuntimeRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Header names only: one may carry the router's token.
+        let names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("RuntimeRoute")
+            .field("namespace", &self.namespace)
+            .field("headers", &names)
+            .finish()
+    }
+}
+
 /// Something that happened to a sandbox, for `/events` and the console.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxEvent {
@@ -359,6 +396,14 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     /// Connects to the sandbox's runtime server on `port` (8888 legacy REST, 8080 sandboxd
     /// REST, 9090 gRPC), for the router contract. Counts as activity for the idle timeout.
     async fn connect_runtime(&self, id: &str, port: u16) -> Result<RuntimeConn, DriverError>;
+
+    /// How a request sent over [`Driver::connect_runtime`]'s connection to sandbox `id`'s
+    /// `port` is addressed. The default suits a driver whose connection reaches the runtime
+    /// itself, in the `default` namespace.
+    fn runtime_route(&self, id: &str, port: u16) -> RuntimeRoute {
+        let _ = (id, port);
+        RuntimeRoute::default()
+    }
 
     fn events(&self) -> broadcast::Receiver<SandboxEvent>;
 }

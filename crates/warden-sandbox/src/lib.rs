@@ -14,8 +14,8 @@ pub mod template;
 
 pub use driver::{
     ByteStream, ClaimRequest, CreateRequest, Driver, DriverError, Endpoint, ExecSession, Launch,
-    Phase, PoolSpec, PoolStatus, RuntimeConn, SandboxEvent, SandboxInfo, SandboxRecord,
-    SandboxStore, StdinMsg, StreamItem, Template,
+    Phase, PoolSpec, PoolStatus, RuntimeConn, RuntimeRoute, SandboxEvent, SandboxInfo,
+    SandboxRecord, SandboxStore, StdinMsg, StreamItem, Template,
 };
 pub use local::{LocalConfig, LocalDriver, LocalRuntime};
 pub use store::MemoryStore;

@@ -1,18 +1,23 @@
-//! A client for one sandboxd over its unix socket (HTTP/1.1), for warden's local driver and
-//! `warden serve`'s router.
+//! A client for one sandboxd (HTTP/1.1): over its unix socket, for warden's local driver and
+//! `warden serve`'s router, or over TCP through an agent-sandbox router (`warden router` or
+//! upstream's), for the Kubernetes driver.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use axum::body::Body;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::UnixStream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::proto::{
     DirListing, ErrorBody, ErrorCode, ExecControl, ExecEvent, ExecRequest, ExecResult, Health,
@@ -62,11 +67,85 @@ pub struct ExecStream {
     pub output: mpsc::Receiver<StreamOutput>,
 }
 
-/// A sandboxd reached over a unix socket.
+/// A sandboxd reached over a unix socket, or through a router.
 #[derive(Debug, Clone)]
 pub struct Client {
-    socket: PathBuf,
+    transport: Transport,
 }
+
+#[derive(Debug, Clone)]
+enum Transport {
+    Unix(PathBuf),
+    Router(Arc<RouterTransport>),
+}
+
+/// A sandbox behind an agent-sandbox router: where the router listens and how to name the
+/// sandbox to it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RouterRoute {
+    /// The router's `host:port` (resolved at every connect).
+    pub router: String,
+    /// `X-Sandbox-ID`: the Sandbox's name.
+    pub sandbox: String,
+    /// `X-Sandbox-Namespace`.
+    pub namespace: String,
+    /// `X-Sandbox-Port`: sandboxd's REST port in the pod (8080 by default).
+    pub port: u16,
+    /// The router's bearer token, if it wants one (`Authorization: Bearer ...`).
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for RouterRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterRoute")
+            .field("router", &self.router)
+            .field("sandbox", &self.sandbox)
+            .field("namespace", &self.namespace)
+            .field("port", &self.port)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl RouterRoute {
+    /// The headers that name the sandbox (and carry the token) on every request.
+    pub fn headers(&self) -> Result<HeaderMap, ClientError> {
+        let mut h = HeaderMap::new();
+        let value = |name: &str, v: &str| {
+            HeaderValue::from_str(v)
+                .map_err(|_| transport(format!("{name} `{v}` is not a valid header value")))
+        };
+        h.insert(
+            HeaderName::from_static("x-sandbox-id"),
+            value("X-Sandbox-ID", &self.sandbox)?,
+        );
+        h.insert(
+            HeaderName::from_static("x-sandbox-namespace"),
+            value("X-Sandbox-Namespace", &self.namespace)?,
+        );
+        h.insert(
+            HeaderName::from_static("x-sandbox-port"),
+            HeaderValue::from(self.port),
+        );
+        if let Some(token) = &self.token {
+            let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| transport("the router token is not a valid header value"))?;
+            v.set_sensitive(true);
+            h.insert(hyper::header::AUTHORIZATION, v);
+        }
+        Ok(h)
+    }
+}
+
+#[derive(Debug)]
+struct RouterTransport {
+    router: String,
+    headers: HeaderMap,
+}
+
+/// A connection to sandboxd, or to the router in front of it.
+trait Conn: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Conn for T {}
 
 /// Encodes a path as one URL segment, `/` included (as the SDK does).
 pub fn encode_path(path: &str) -> String {
@@ -81,15 +160,54 @@ pub fn encode_path(path: &str) -> String {
 }
 
 impl Client {
+    /// A sandboxd listening on the unix socket `socket`.
     pub fn new(socket: impl AsRef<Path>) -> Client {
         Client {
-            socket: socket.as_ref().to_path_buf(),
+            transport: Transport::Unix(socket.as_ref().to_path_buf()),
         }
     }
 
-    /// Sends one request on a fresh connection and returns the response as is.
-    pub async fn forward(&self, req: Request<Body>) -> Result<Response<Incoming>, ClientError> {
-        let stream = UnixStream::connect(&self.socket).await.map_err(transport)?;
+    /// A sandboxd reached through a router: every request goes over TCP to `route.router`
+    /// with `X-Sandbox-ID`, `X-Sandbox-Namespace`, `X-Sandbox-Port` and, with a token,
+    /// `Authorization: Bearer`. Fails only when a value cannot be a header.
+    pub fn via_router(route: &RouterRoute) -> Result<Client, ClientError> {
+        Ok(Client {
+            transport: Transport::Router(Arc::new(RouterTransport {
+                router: route.router.clone(),
+                headers: route.headers()?,
+            })),
+        })
+    }
+
+    async fn connect(&self) -> Result<Box<dyn Conn>, ClientError> {
+        match &self.transport {
+            Transport::Unix(socket) => Ok(Box::new(
+                UnixStream::connect(socket).await.map_err(transport)?,
+            )),
+            Transport::Router(r) => {
+                let stream = TcpStream::connect(r.router.as_str())
+                    .await
+                    .map_err(|e| transport(format!("router {}: {e}", r.router)))?;
+                let _ = stream.set_nodelay(true);
+                Ok(Box::new(stream))
+            }
+        }
+    }
+
+    /// The routing headers (none over a unix socket).
+    fn add_route_headers(&self, headers: &mut HeaderMap) {
+        if let Transport::Router(r) = &self.transport {
+            for (k, v) in &r.headers {
+                headers.insert(k, v.clone());
+            }
+        }
+    }
+
+    /// Sends one request on a fresh connection and returns the response as is. Through a
+    /// router, the routing headers are added (replacing any of the same name).
+    pub async fn forward(&self, mut req: Request<Body>) -> Result<Response<Incoming>, ClientError> {
+        self.add_route_headers(req.headers_mut());
+        let stream = self.connect().await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(transport)?;
@@ -122,12 +240,7 @@ impl Client {
             .await
             .map_err(transport)?
             .to_bytes();
-        Err(ClientError::Api(
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
-                code: code_of(status),
-                message: String::from_utf8_lossy(&bytes).into_owned(),
-            }),
-        ))
+        Err(ClientError::Api(error_body(status, &bytes)))
     }
 
     async fn json<T: serde::de::DeserializeOwned>(
@@ -209,8 +322,12 @@ impl Client {
     /// Starts a streaming exec over the WebSocket: returns once sandboxd reports the
     /// command started (or refuses it).
     pub async fn exec_stream(&self, req: ExecRequest) -> Result<ExecStream, ClientError> {
-        let stream = UnixStream::connect(&self.socket).await.map_err(transport)?;
-        let (mut ws, _) = tokio_tungstenite::client_async("ws://sandboxd/v1/exec/ws", stream)
+        let stream = self.connect().await?;
+        let mut request = "ws://sandboxd/v1/exec/ws"
+            .into_client_request()
+            .map_err(transport)?;
+        self.add_route_headers(request.headers_mut());
+        let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
             .await
             .map_err(transport)?;
         let first = serde_json::to_string(&req).map_err(transport)?;
@@ -288,14 +405,167 @@ impl Client {
     }
 }
 
+/// The router's error shape, `{"detail": "..."}`.
+#[derive(serde::Deserialize)]
+struct RouterDetail {
+    detail: String,
+}
+
+/// An error response as an [`ErrorBody`]: sandboxd's own, or one a router answered
+/// (`{"detail": ...}`, 401 for its token, 502/504 for an unreachable sandbox), whose message
+/// then starts with `router: `.
+fn error_body(status: StatusCode, bytes: &[u8]) -> ErrorBody {
+    if let Ok(body) = serde_json::from_slice::<ErrorBody>(bytes) {
+        return body;
+    }
+    if let Ok(r) = serde_json::from_slice::<RouterDetail>(bytes) {
+        return ErrorBody {
+            code: code_of(status),
+            message: format!("router: {}", r.detail),
+        };
+    }
+    ErrorBody {
+        code: code_of(status),
+        message: String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
 fn code_of(status: StatusCode) -> ErrorCode {
     match status.as_u16() {
         400 => ErrorCode::InvalidArgument,
-        403 => ErrorCode::PermissionDenied,
+        401 | 403 => ErrorCode::PermissionDenied,
         404 => ErrorCode::NotFound,
         409 => ErrorCode::Conflict,
         413 => ErrorCode::ResourceExhausted,
-        503 => ErrorCode::Unavailable,
+        502..=504 => ErrorCode::Unavailable,
         _ => ErrorCode::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A router stand-in on 127.0.0.1 that answers `/v1/health` and keeps each request's
+    /// headers.
+    async fn recording_router() -> (String, Arc<Mutex<Vec<HeaderMap>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let keep = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let keep = keep.clone();
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    keep.lock().unwrap().push(req.headers().clone());
+                    async move {
+                        Ok::<_, std::convert::Infallible>(Response::new(Body::from(
+                            r#"{"status":"ok","uptime_seconds":1.0}"#,
+                        )))
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        (addr, seen)
+    }
+
+    fn route(router: &str, token: Option<&str>) -> RouterRoute {
+        RouterRoute {
+            router: router.into(),
+            sandbox: "pool-abcde".into(),
+            namespace: "team-a".into(),
+            port: 8080,
+            token: token.map(Into::into),
+        }
+    }
+
+    #[tokio::test]
+    async fn through_a_router_every_request_names_the_sandbox() {
+        let (addr, seen) = recording_router().await;
+        let client = Client::via_router(&route(&addr, Some("router-token-0123456789"))).unwrap();
+        client.health().await.unwrap();
+        let h = seen.lock().unwrap().pop().unwrap();
+        assert_eq!(h["x-sandbox-id"], "pool-abcde");
+        assert_eq!(h["x-sandbox-namespace"], "team-a");
+        assert_eq!(h["x-sandbox-port"], "8080");
+        assert_eq!(h["authorization"], "Bearer router-token-0123456789");
+
+        // No token, no Authorization; a caller's own routing headers are replaced.
+        let client = Client::via_router(&route(&addr, None)).unwrap();
+        let req = Request::builder()
+            .uri("/v1/health")
+            .header("host", "sandboxd")
+            .header("x-sandbox-id", "someone-else")
+            .body(Body::empty())
+            .unwrap();
+        client.forward(req).await.unwrap();
+        let h = seen.lock().unwrap().pop().unwrap();
+        assert_eq!(h["x-sandbox-id"], "pool-abcde");
+        assert_eq!(h.get_all("x-sandbox-id").iter().count(), 1);
+        assert!(h.get("authorization").is_none());
+    }
+
+    #[test]
+    fn router_errors_keep_their_detail() {
+        let cases = [
+            (
+                401,
+                r#"{"detail":"Missing or wrong bearer token."}"#,
+                ErrorCode::PermissionDenied,
+                "router: Missing or wrong bearer token.",
+            ),
+            (
+                502,
+                r#"{"detail":"Could not connect to the backend sandbox: s"}"#,
+                ErrorCode::Unavailable,
+                "router: Could not connect to the backend sandbox: s",
+            ),
+            (
+                504,
+                r#"{"detail":"Timed out"}"#,
+                ErrorCode::Unavailable,
+                "router: Timed out",
+            ),
+            (
+                404,
+                r#"{"code":"NOT_FOUND","message":"no such file"}"#,
+                ErrorCode::NotFound,
+                "no such file",
+            ),
+            (500, "boom", ErrorCode::Internal, "boom"),
+        ];
+        for (status, body, code, message) in cases {
+            let e = error_body(StatusCode::from_u16(status).unwrap(), body.as_bytes());
+            assert_eq!(
+                (e.code, e.message.as_str()),
+                (code, message),
+                "{status} {body}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_router_is_a_transport_error_naming_it() {
+        // A port nothing listens on: bind, note, close.
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let client = Client::via_router(&route(&addr, None)).unwrap();
+        match client.health().await {
+            Err(ClientError::Transport(m)) => assert!(m.contains(&addr), "{m}"),
+            other => panic!("expected a transport error, got {other:?}"),
+        }
+        let e = Client::via_router(&route(&addr, Some("bad\ntoken"))).unwrap_err();
+        assert!(e.to_string().contains("router token"), "{e}");
+        // The token never shows in Debug output.
+        let shown = format!("{:?}", route(&addr, Some("secret-token")));
+        assert!(!shown.contains("secret-token"), "{shown}");
     }
 }

@@ -15,37 +15,32 @@
 //!   forwarding, like upstream.
 //! - A backend that does not send its response head within the router timeout (180 s, the
 //!   upstream default) gets 504 `Timed out waiting for the backend sandbox: <id>`.
+//!
+//! Over the Kubernetes driver (`warden serve --driver kubernetes`) the same contract holds
+//! with the driver's namespace in place of `default`: `connect_runtime` connects to the
+//! cluster's router, and [`Driver::runtime_route`](warden_sandbox::Driver::runtime_route)
+//! gives the headers that name the sandbox there (the caller's `X-Sandbox-*` are replaced).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
+use warden_policy::sandbox_router as contract;
 use warden_sandbox::RuntimeConn;
 
 use crate::AppState;
 
-pub const HEADER_ID: &str = "x-sandbox-id";
-pub const HEADER_NAMESPACE: &str = "x-sandbox-namespace";
-pub const HEADER_PORT: &str = "x-sandbox-port";
-pub const HEADER_POD_IP: &str = "x-sandbox-pod-ip";
+pub use contract::{
+    DEFAULT_PORT, HEADER_ID, HEADER_NAMESPACE, HEADER_POD_IP, HEADER_PORT, HOP_BY_HOP, Target,
+    is_upgrade, outbound_headers,
+};
 
 /// The namespace a local sandbox lives in.
-pub const NAMESPACE: &str = "default";
-/// The port when `X-Sandbox-Port` is absent (legacy REST).
-pub const DEFAULT_PORT: u16 = 8888;
-
-/// Where a request should go, once its headers are valid.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub id: String,
-    pub namespace: String,
-    pub port: u16,
-    pub pod_ip: Option<IpAddr>,
-}
+pub const NAMESPACE: &str = contract::DEFAULT_NAMESPACE;
 
 /// An error in the upstream router's shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,34 +54,27 @@ struct Detail<'a> {
     detail: &'a str,
 }
 
-impl RouterError {
-    fn bad_request(detail: &str) -> RouterError {
+impl From<contract::RouterError> for RouterError {
+    fn from(e: contract::RouterError) -> RouterError {
         RouterError {
-            status: StatusCode::BAD_REQUEST,
-            detail: detail.to_string(),
+            status: e.status,
+            detail: e.detail,
         }
     }
+}
 
+impl RouterError {
     /// 502 `Could not connect to the backend sandbox: <id>`.
     pub fn unreachable(id: &str) -> RouterError {
-        RouterError {
-            status: StatusCode::BAD_GATEWAY,
-            detail: format!("Could not connect to the backend sandbox: {id}"),
-        }
+        contract::RouterError::unreachable(id).into()
     }
 
     fn timeout(id: &str) -> RouterError {
-        RouterError {
-            status: StatusCode::GATEWAY_TIMEOUT,
-            detail: format!("Timed out waiting for the backend sandbox: {id}"),
-        }
+        contract::RouterError::timeout(id).into()
     }
 
     pub fn unauthenticated() -> RouterError {
-        RouterError {
-            status: StatusCode::UNAUTHORIZED,
-            detail: "Missing or wrong bearer token: send `Authorization: Bearer <token>`.".into(),
-        }
+        contract::RouterError::unauthenticated().into()
     }
 }
 
@@ -109,134 +97,9 @@ impl IntoResponse for RouterError {
 
 pub use warden_policy::is_dns_label;
 
-fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    // A header that is not visible ASCII counts as present but invalid.
-    h.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"))
-}
-
 /// Validates the routing headers exactly like the upstream router, in its order.
 pub fn parse_target(h: &HeaderMap) -> Result<Target, RouterError> {
-    let id = match header(h, HEADER_ID) {
-        None | Some("") => {
-            return Err(RouterError::bad_request("X-Sandbox-ID header is required."));
-        }
-        Some(id) => id,
-    };
-    if !is_dns_label(id) {
-        return Err(RouterError::bad_request("Invalid sandbox ID format."));
-    }
-    let namespace = match header(h, HEADER_NAMESPACE) {
-        None | Some("") => NAMESPACE,
-        Some(ns) => ns,
-    };
-    if !is_dns_label(namespace) {
-        return Err(RouterError::bad_request("Invalid namespace format."));
-    }
-    let port = match header(h, HEADER_PORT) {
-        None | Some("") => DEFAULT_PORT,
-        Some(p) => match p.parse::<i64>() {
-            Ok(n) if (1..=65535).contains(&n) => n as u16,
-            _ => return Err(RouterError::bad_request("Invalid port format.")),
-        },
-    };
-    let pod_ip = match header(h, HEADER_POD_IP) {
-        None | Some("") => None,
-        Some(ip) => match ip.parse::<IpAddr>() {
-            Ok(ip) if routable(ip) => Some(ip),
-            _ => return Err(RouterError::bad_request("Invalid target IP address.")),
-        },
-    };
-    Ok(Target {
-        id: id.to_string(),
-        namespace: namespace.to_string(),
-        port,
-        pod_ip,
-    })
-}
-
-/// Not loopback, link-local, multicast or unspecified.
-fn routable(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            !(v4.is_loopback() || v4.is_link_local() || v4.is_multicast() || v4.is_unspecified())
-        }
-        IpAddr::V6(v6) => {
-            let link_local = (v6.segments()[0] & 0xffc0) == 0xfe80;
-            !(v6.is_loopback() || link_local || v6.is_multicast() || v6.is_unspecified())
-        }
-    }
-}
-
-/// Hop-by-hop headers, never forwarded (RFC 9110 7.6.1); `Connection`/`Upgrade` are put
-/// back for upgrades.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-fn is_upgrade(h: &HeaderMap) -> bool {
-    let connection_upgrade = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    connection_upgrade && h.get(header::UPGRADE).is_some_and(|v| !v.is_empty())
-}
-
-/// The headers sent to the sandbox: the client's, minus `Host`, `Authorization`, hop-by-hop
-/// headers (and those `Connection` names) and any client-sent `X-Forwarded-*`; plus
-/// `X-Forwarded-For/Host/Proto` set by us.
-pub fn outbound_headers(inbound: &HeaderMap, peer: Option<SocketAddr>, upgrade: bool) -> HeaderMap {
-    let named_by_connection: Vec<String> = inbound
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty() && t != "upgrade")
-        .collect();
-    let mut out = HeaderMap::new();
-    for (name, value) in inbound {
-        let n = name.as_str();
-        if n == "host"
-            || n == "authorization"
-            || n.starts_with("x-forwarded-")
-            || n == "forwarded"
-            || HOP_BY_HOP.contains(&n)
-            || named_by_connection.iter().any(|c| c == n)
-        {
-            continue;
-        }
-        out.append(name.clone(), value.clone());
-    }
-    if upgrade {
-        out.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        if let Some(u) = inbound.get(header::UPGRADE) {
-            out.insert(header::UPGRADE, u.clone());
-        }
-        // A browser's Origin would not match the sandbox's host; upstream drops it too.
-        out.remove(header::ORIGIN);
-    }
-    if let Some(peer) = peer
-        && let Ok(v) = HeaderValue::from_str(&peer.ip().to_string())
-    {
-        out.insert(HeaderName::from_static("x-forwarded-for"), v);
-    }
-    if let Some(host) = inbound.get(header::HOST) {
-        out.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
-    }
-    out.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
-    );
-    out
+    contract::parse_target(h).map_err(RouterError::from)
 }
 
 /// Forwards a request that carries `X-Sandbox-ID` (auth already checked).
@@ -245,7 +108,10 @@ pub async fn forward(state: AppState, mut req: Request) -> Response {
         Ok(t) => t,
         Err(e) => return e.into_response(),
     };
-    if target.namespace != NAMESPACE {
+    // Locally the `default` namespace and no headers; through the Kubernetes driver, its
+    // namespace and the headers that name the sandbox to the cluster's router.
+    let route = state.driver().runtime_route(&target.id, target.port);
+    if target.namespace != route.namespace {
         return RouterError::unreachable(&target.id).into_response();
     }
     let timeout = state.router_timeout();
@@ -282,6 +148,7 @@ pub async fn forward(state: AppState, mut req: Request) -> Response {
     if let Some(h) = out.headers_mut() {
         *h = outbound_headers(&parts.headers, peer, upgrade);
         h.insert(header::HOST, HeaderValue::from_static("localhost"));
+        add_route_headers(h, &route.headers);
     }
     let out = match out.body(body) {
         Ok(r) => r,
@@ -328,6 +195,36 @@ pub async fn forward(state: AppState, mut req: Request) -> Response {
     Response::from_parts(parts, Body::new(body))
 }
 
+/// Puts the driver's routing headers on a request, after dropping the caller's own
+/// `X-Sandbox-*` ones: only the driver names the target behind its router.
+fn add_route_headers(h: &mut HeaderMap, route: &[(String, String)]) {
+    if route.is_empty() {
+        return;
+    }
+    let callers: Vec<header::HeaderName> = h
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-sandbox-"))
+        .cloned()
+        .collect();
+    for k in callers {
+        h.remove(k);
+    }
+    for (k, v) in route {
+        match (
+            header::HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            (Ok(k), Ok(mut v)) => {
+                if k == header::AUTHORIZATION {
+                    v.set_sensitive(true);
+                }
+                h.insert(k, v);
+            }
+            _ => tracing::warn!(header = %k, "router: the driver's header is not valid; left out"),
+        }
+    }
+}
+
 async fn handshake<S>(
     stream: S,
 ) -> Result<hyper::client::conn::http1::SendRequest<Body>, hyper::Error>
@@ -344,6 +241,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderName;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -425,6 +323,33 @@ mod tests {
         assert_eq!(t.pod_ip, Some("10.1.2.3".parse().unwrap()));
         let t = parse_target(&headers(&[("x-sandbox-id", "a".repeat(63).as_str())])).unwrap();
         assert_eq!(t.port, 8888);
+    }
+
+    #[test]
+    fn route_headers_replace_the_callers_sandbox_headers() {
+        let mut h = headers(&[
+            ("x-sandbox-id", "s"),
+            ("x-sandbox-pod-ip", "10.9.9.9"),
+            ("x-sandbox-timeout", "5"),
+            ("content-type", "application/json"),
+        ]);
+        let untouched = h.clone();
+        add_route_headers(&mut h, &[]);
+        assert_eq!(h, untouched, "no route headers: nothing changes");
+        add_route_headers(
+            &mut h,
+            &[
+                ("x-sandbox-id".into(), "s".into()),
+                ("x-sandbox-namespace".into(), "team".into()),
+                ("authorization".into(), "Bearer t".into()),
+            ],
+        );
+        assert!(h.get("x-sandbox-pod-ip").is_none());
+        assert!(h.get("x-sandbox-timeout").is_none());
+        assert_eq!(h["x-sandbox-id"], "s");
+        assert_eq!(h["x-sandbox-namespace"], "team");
+        assert_eq!(h["authorization"], "Bearer t");
+        assert_eq!(h["content-type"], "application/json");
     }
 
     #[test]

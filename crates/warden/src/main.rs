@@ -12,10 +12,12 @@ macro_rules! say {
 }
 
 mod agent_cmd;
+mod controller_cmd;
 mod doctor;
 mod egress;
 mod permissions_cmd;
 mod proxy_cmd;
+mod router_cmd;
 mod run;
 mod sandbox_cmd;
 mod sandboxd_cmd;
@@ -59,6 +61,8 @@ enum Command {
     Trust(Box<trust_cmd::TrustArgs>),
     Agent(Box<agent_cmd::AgentArgs>),
     Approvals(agent_cmd::ApprovalsArgs),
+    Router(Box<router_cmd::RouterArgs>),
+    Controller(Box<controller_cmd::ControllerArgs>),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +87,8 @@ fn main() -> ExitCode {
         Command::Trust(args) => trust_cmd::main(*args),
         Command::Agent(args) => agent_cmd::main(*args),
         Command::Approvals(args) => agent_cmd::approvals_main(args),
+        Command::Router(args) => router_cmd::main(*args),
+        Command::Controller(args) => controller_cmd::main(*args),
     }
 }
 

@@ -1,12 +1,14 @@
 //! `warden serve`: the control plane's HTTP API (sandboxes, templates, pools, exec, files,
-//! events, the agent-sandbox router contract) over the local driver.
+//! events, the agent-sandbox router contract) over the local driver, or over the Kubernetes
+//! driver (`--driver kubernetes`: agent-sandbox resources, reached through the router).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
+use warden_kube::driver::{DEFAULT_ROUTER_URL, KubeDriver, KubeDriverConfig};
 use warden_sandbox::{Driver, LocalConfig, LocalDriver};
 use warden_server::{AppState, Auth, StartError, Store};
 
@@ -27,6 +29,23 @@ answered under /v1/approvals, as `warden approvals` does.
 Requests carrying X-Sandbox-ID, on any path, follow the kubernetes-sigs/agent-sandbox router
 contract: they are forwarded to that sandbox's runtime server (X-Sandbox-Port, default 8888).
 
+--driver kubernetes keeps templates, pools and sandboxes in a cluster instead, as
+agent-sandbox v1beta1 resources in one namespace (--namespace; default: the pod's own, or the
+kubeconfig context's): a template becomes a SandboxTemplate whose pod runs `warden sandboxd`
+and the `warden proxy` sidecar from --image, a pool a SandboxWarmPool, a claim a SandboxClaim,
+a create a Sandbox; each carries app.kubernetes.io/managed-by=warden. The agent-sandbox
+controller (`warden controller`, or upstream's) must run in the cluster. Exec and files, and
+the router contract above (X-Sandbox-Namespace must then name --namespace), go through the
+cluster's router (`warden router` or upstream's) at --router-url, default
+http://sandbox-router-svc.warden-system.svc:8080 (the Service the Helm chart installs; from a
+laptop, `kubectl -n warden-system port-forward svc/sandbox-router-svc 8080` and
+--router-url http://127.0.0.1:8080), with the token of --router-token-file when the router
+wants one. The cluster is reached as kubectl does (KUBECONFIG, ~/.kube/config, or the pod's
+service account). Of a template's policy, network.allow_domains (mode \"proxy\"),
+resources.memory and cpus, filesystem.tmp_size, environment.set and workspace_quota map onto
+the pod; network mode \"host\", deny_domains, allow_ports, allow_cidrs and credential routes
+are refused (a pod cannot honour them); idle_timeout is not enforced (agent-sandbox has none).
+
 The config file declares templates and pools, upserted into the store at every start:
 
   [templates.python]
@@ -46,7 +65,17 @@ for another host error.
 Examples:
   warden serve
   warden serve --listen 127.0.0.1:7070 --data /srv/warden --config warden-serve.toml
-  warden serve --listen 0.0.0.0:7070            # other machines need the token";
+  warden serve --listen 0.0.0.0:7070            # other machines need the token
+  warden serve --driver kubernetes --namespace agents --router-token-file /etc/warden/router-token";
+
+/// Where sandboxes run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DriverKind {
+    /// On this machine, in warden's jails.
+    Local,
+    /// In a Kubernetes cluster, as agent-sandbox resources.
+    Kubernetes,
+}
 
 /// Serve the sandbox API: templates, warm pools, sandboxes, exec, files, events.
 #[derive(Debug, Args)]
@@ -65,6 +94,91 @@ pub struct ServeArgs {
     /// Serve without a token. Refused unless --listen is a loopback address.
     #[arg(long)]
     no_auth: bool,
+    /// Where sandboxes run: local (this machine) or kubernetes (agent-sandbox resources in a
+    /// cluster; see --help).
+    #[arg(long, value_enum, value_name = "DRIVER", default_value = "local")]
+    driver: DriverKind,
+    /// kubernetes: the namespace of the templates, pools and sandboxes [default: the pod's
+    /// own, or the kubeconfig context's].
+    #[arg(long, value_name = "NS")]
+    namespace: Option<String>,
+    /// kubernetes: the agent-sandbox router's URL [default:
+    /// http://sandbox-router-svc.warden-system.svc:8080].
+    #[arg(long, value_name = "URL")]
+    router_url: Option<String>,
+    /// kubernetes: a file holding the router's bearer token (one line).
+    #[arg(long, value_name = "FILE")]
+    router_token_file: Option<PathBuf>,
+    /// kubernetes: warden's image, run by every sandbox pod (sandboxd and the proxy sidecar)
+    /// [default: ghcr.io/warden-sandbox/warden:<this version>].
+    #[arg(long, value_name = "IMAGE")]
+    image: Option<String>,
+}
+
+/// The driver flags, checked before anything starts.
+#[derive(Debug)]
+enum DriverChoice {
+    Local,
+    Kubernetes {
+        /// `None`: the kube client's default namespace.
+        namespace: Option<String>,
+        config: KubeDriverConfig,
+    },
+}
+
+fn default_image() -> String {
+    format!(
+        "ghcr.io/warden-sandbox/warden:{}",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Checks the driver flags; a usage error names the flag.
+fn driver_choice(args: &ServeArgs) -> Result<DriverChoice, StartError> {
+    let usage = |m: String| StartError::Usage(m);
+    if args.driver == DriverKind::Local {
+        let given = [
+            ("--namespace", args.namespace.is_some()),
+            ("--router-url", args.router_url.is_some()),
+            ("--router-token-file", args.router_token_file.is_some()),
+            ("--image", args.image.is_some()),
+        ];
+        if let Some((flag, _)) = given.iter().find(|(_, set)| *set) {
+            return Err(usage(format!(
+                "{flag} is for --driver kubernetes; the local driver runs sandboxes on this machine"
+            )));
+        }
+        return Ok(DriverChoice::Local);
+    }
+    // The namespace is checked again with the client's default, once known.
+    let mut config = KubeDriverConfig::new(
+        args.namespace.clone().unwrap_or_else(|| "default".into()),
+        args.image.clone().unwrap_or_else(default_image),
+    );
+    config.router_url = args
+        .router_url
+        .clone()
+        .unwrap_or_else(|| DEFAULT_ROUTER_URL.into());
+    if let Some(path) = &args.router_token_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| usage(format!("--router-token-file {}: {e}", path.display())))?;
+        let token = text.trim_end_matches(['\n', '\r']).to_string();
+        config.router_token = Some(token);
+    }
+    config.validate().map_err(|e| {
+        let flag = match e.field {
+            "namespace" => "--namespace",
+            "router_url" => "--router-url",
+            "router_token" => "--router-token-file",
+            "image" => "--image",
+            other => other,
+        };
+        usage(format!("{flag}: {}", e.message))
+    })?;
+    Ok(DriverChoice::Kubernetes {
+        namespace: args.namespace.clone(),
+        config,
+    })
 }
 
 fn fail(e: StartError) -> ExitCode {
@@ -86,6 +200,10 @@ pub fn main(args: ServeArgs) -> ExitCode {
     let data = match std::fs::canonicalize(&data) {
         Ok(d) => d,
         Err(e) => return fail(StartError::Usage(format!("--data {}: {e}", data.display()))),
+    };
+    let choice = match driver_choice(&args) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
     };
     let config = match &args.config {
         Some(path) => match warden_server::config::load(path) {
@@ -110,7 +228,7 @@ pub fn main(args: ServeArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(StartError::Host(format!("cannot start the runtime: {e}"))),
     };
-    runtime.block_on(serve(args.listen, data, config, auth))
+    runtime.block_on(serve(args.listen, data, config, auth, choice))
 }
 
 /// The driver behind the API.
@@ -126,17 +244,53 @@ fn local_driver(data: &std::path::Path, store: &Store) -> Result<Arc<dyn Driver>
     Ok(Arc::new(driver))
 }
 
+/// The Kubernetes driver, over the cluster kubectl would use, and its namespace.
+async fn kube_driver(
+    namespace: Option<String>,
+    mut config: KubeDriverConfig,
+) -> Result<(Arc<dyn Driver>, String), StartError> {
+    let client = kube::Client::try_default().await.map_err(|e| {
+        StartError::Host(format!(
+            "--driver kubernetes: cannot reach the Kubernetes API ({e}); run in a pod with a \
+             service account, or set KUBECONFIG"
+        ))
+    })?;
+    if namespace.is_none() {
+        config.namespace = client.default_namespace().to_string();
+    }
+    let ns = config.namespace.clone();
+    let driver = KubeDriver::new(client, config)
+        .map_err(|e| StartError::Usage(format!("--driver kubernetes: {e} (namespace {ns:?})")))?;
+    Ok((Arc::new(driver), ns))
+}
+
 async fn serve(
     listen: SocketAddr,
     data: PathBuf,
     config: Option<warden_server::ServeConfig>,
     auth: Auth,
+    choice: DriverChoice,
 ) -> ExitCode {
     let store = match Store::open(&data).await {
         Ok(s) => s,
         Err(e) => return fail(StartError::Host(e.to_string())),
     };
-    let driver = match local_driver(&data, &store) {
+    let (driver, where_note) = match choice {
+        DriverChoice::Local => (local_driver(&data, &store), String::new()),
+        DriverChoice::Kubernetes { namespace, config } => {
+            let router = config.router_url.clone();
+            match kube_driver(namespace, config).await {
+                Ok((driver, ns)) => (
+                    Ok(driver),
+                    format!(
+                        "; sandboxes in Kubernetes namespace {ns}, through the router at {router}"
+                    ),
+                ),
+                Err(e) => (Err(e), String::new()),
+            }
+        }
+    };
+    let driver = match driver {
         Ok(d) => d,
         Err(e) => return fail(e),
     };
@@ -159,7 +313,7 @@ async fn serve(
         Auth::Disabled => "no auth (--no-auth)".to_string(),
     };
     say!(
-        "warden serve: listening on http://{local} ({auth_note}); data in {}",
+        "warden serve: listening on http://{local} ({auth_note}); data in {}{where_note}",
         data.display()
     );
     let state = AppState::new(driver, store, auth).with_agent_runs(data.join("agent-runs"));
@@ -170,5 +324,106 @@ async fn serve(
     match warden_server::serve(listener, state, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(StartError::Host(format!("serving: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn choice(args: &[&str]) -> Result<DriverChoice, String> {
+        let cli = Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        driver_choice(&cli.serve).map_err(|e| {
+            assert_eq!(e.exit_code(), EXIT_USAGE, "{e}");
+            e.to_string()
+        })
+    }
+
+    #[test]
+    fn driver_flags() {
+        assert!(matches!(choice(&[]), Ok(DriverChoice::Local)));
+        let Ok(DriverChoice::Kubernetes { namespace, config }) =
+            choice(&["--driver", "kubernetes"])
+        else {
+            panic!("kubernetes")
+        };
+        assert_eq!(namespace, None);
+        assert_eq!(config.router_url, DEFAULT_ROUTER_URL);
+        assert_eq!(config.image, default_image());
+        assert_eq!(config.router_token, None);
+
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").unwrap();
+        let token = token.to_str().unwrap();
+        let Ok(DriverChoice::Kubernetes { namespace, config }) = choice(&[
+            "--driver",
+            "kubernetes",
+            "--namespace",
+            "agents",
+            "--router-url",
+            "http://127.0.0.1:8080",
+            "--router-token-file",
+            token,
+            "--image",
+            "registry.example/warden@sha256:abc",
+        ]) else {
+            panic!("kubernetes with flags")
+        };
+        assert_eq!(namespace.as_deref(), Some("agents"));
+        assert_eq!(config.namespace, "agents");
+        assert_eq!(config.router_url, "http://127.0.0.1:8080");
+        assert_eq!(
+            config.router_token.as_deref(),
+            Some("0123456789abcdef0123456789abcdef")
+        );
+        assert_eq!(config.image, "registry.example/warden@sha256:abc");
+
+        // Each usage error names its flag.
+        let cases: [(&[&str], &str); 6] = [
+            (
+                &["--namespace", "agents"],
+                "--namespace is for --driver kubernetes",
+            ),
+            (&["--image", "x"], "--image is for --driver kubernetes"),
+            (
+                &["--driver", "kubernetes", "--namespace", "Agents"],
+                "--namespace:",
+            ),
+            (
+                &["--driver", "kubernetes", "--router-url", "https://r:1"],
+                "--router-url:",
+            ),
+            (
+                &[
+                    "--driver",
+                    "kubernetes",
+                    "--router-token-file",
+                    "/nonexistent/token",
+                ],
+                "--router-token-file /nonexistent/token",
+            ),
+            (&["--driver", "kubernetes", "--image", "a b"], "--image:"),
+        ];
+        for (args, want) in cases {
+            let e = choice(args)
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} was accepted"));
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
+        assert!(
+            choice(&["--driver", "k8s"])
+                .unwrap_err()
+                .contains("kubernetes")
+        );
     }
 }

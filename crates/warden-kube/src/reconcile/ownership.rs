@@ -2,6 +2,31 @@
 //! only on objects they control; anything else they report and leave alone.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
+
+/// The controller reference an object made for (or adopted by) a `K` named `name` carries:
+/// `controller: true`, and `blockOwnerDeletion: true` so a foreground deletion of the owner
+/// waits for it.
+pub(crate) fn controller_reference<K: Resource<DynamicType = ()>>(
+    name: &str,
+    uid: &str,
+) -> OwnerReference {
+    OwnerReference {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        name: name.to_owned(),
+        uid: uid.to_owned(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// Whether `meta`'s controller is a `K` (by API group and kind, any name).
+pub(crate) fn controlled_by_kind<K: Resource<DynamicType = ()>>(meta: &ObjectMeta) -> bool {
+    controller_of(meta).is_some_and(|r| {
+        r.kind == K::kind(&()) && r.api_version.split('/').next() == Some(&*K::group(&()))
+    })
+}
 
 /// An object's controller, relative to one owner.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,15 +58,25 @@ pub(crate) fn ownership<'a>(meta: &'a ObjectMeta, owner_uid: &str) -> Ownership<
 
 /// Why `kind` `name` is left alone, for a condition message.
 pub(crate) fn not_controlled(kind: &str, name: &str, ownership: Ownership<'_>) -> String {
+    not_controlled_by(kind, name, ownership, "Sandbox")
+}
+
+/// Why `kind` `name` is left alone by the `owner_kind` reconciling it, for a message.
+pub(crate) fn not_controlled_by(
+    kind: &str,
+    name: &str,
+    ownership: Ownership<'_>,
+    owner_kind: &str,
+) -> String {
     match ownership {
         Ownership::ControlledBy(r) => format!(
-            "{kind} {name:?} exists and is controlled by {} {:?} (uid {}), not by this Sandbox; \
-             it is left alone",
+            "{kind} {name:?} exists and is controlled by {} {:?} (uid {}), not by this \
+             {owner_kind}; it is left alone",
             r.kind, r.name, r.uid
         ),
         Ownership::Uncontrolled | Ownership::Controlled => format!(
-            "{kind} {name:?} exists and is not controlled by this Sandbox; it is neither adopted \
-             nor replaced"
+            "{kind} {name:?} exists and is not controlled by this {owner_kind}; it is neither \
+             adopted nor replaced"
         ),
     }
 }
@@ -95,6 +130,27 @@ mod tests {
     }
 
     #[test]
+    fn controller_reference_and_kind() {
+        use crate::crd::{SandboxClaim, SandboxWarmPool};
+        let r = controller_reference::<SandboxClaim>("c", "u");
+        assert_eq!(r.api_version, "extensions.agents.x-k8s.io/v1beta1");
+        assert_eq!(r.kind, "SandboxClaim");
+        assert_eq!(
+            (r.controller, r.block_owner_deletion),
+            (Some(true), Some(true))
+        );
+        let m = meta(vec![r]);
+        assert!(controlled_by_kind::<SandboxClaim>(&m));
+        assert!(!controlled_by_kind::<SandboxWarmPool>(&m));
+        let mut other_group = owner("u", Some(true));
+        other_group.kind = "SandboxClaim".into();
+        assert!(!controlled_by_kind::<SandboxClaim>(&meta(vec![
+            other_group
+        ])));
+        assert!(!controlled_by_kind::<SandboxClaim>(&ObjectMeta::default()));
+    }
+
+    #[test]
     fn messages_name_the_object_and_its_controller() {
         let r = owner("u2", Some(true));
         let m = not_controlled("Pod", "sb", Ownership::ControlledBy(&r));
@@ -104,5 +160,12 @@ mod tests {
             m.contains("Service \"sb\"") && m.contains("not controlled"),
             "{m}"
         );
+        let m = not_controlled_by(
+            "NetworkPolicy",
+            "np",
+            Ownership::Uncontrolled,
+            "SandboxTemplate",
+        );
+        assert!(m.contains("this SandboxTemplate"), "{m}");
     }
 }
