@@ -121,6 +121,8 @@ struct Store {
     faults: Vec<Fault>,
     log: Vec<LoggedRequest>,
     auto_ready_pods: bool,
+    /// The address every pod made Ready gets; one of 10.244/16 per pod when `None`.
+    pod_ip: Option<String>,
     /// Events kept for watches that start from an older resource version.
     history: Vec<WatchEvent>,
 }
@@ -351,8 +353,11 @@ fn has_finalizers(object: &Value) -> bool {
 }
 
 /// A stand-in kubelet: the pod runs and is Ready, with an address made from its uid.
-fn make_ready(pod: &mut Value, serial: u64) {
-    let ip = format!("10.244.{}.{}", (serial / 250) % 250, serial % 250 + 2);
+fn make_ready(pod: &mut Value, serial: u64, fixed_ip: Option<&str>) {
+    let ip = fixed_ip.map_or_else(
+        || format!("10.244.{}.{}", (serial / 250) % 250, serial % 250 + 2),
+        str::to_string,
+    );
     let now = Timestamp::now().to_string();
     pod["status"] = json!({
         "phase": "Running",
@@ -404,6 +409,12 @@ impl FakeApi {
     /// Forgets the requests logged so far.
     pub fn clear_requests(&self) {
         self.lock().log.clear();
+    }
+
+    /// Gives every pod made Ready this address (say, this host's, where a test's server
+    /// stands in for the pods) instead of one of 10.244/16 each.
+    pub fn pod_ip(&self, ip: std::net::IpAddr) {
+        self.lock().pod_ip = Some(ip.to_string());
     }
 
     /// When on, every pod created becomes Running and Ready at once, with an IP address.
@@ -490,13 +501,13 @@ impl FakeApi {
 
     /// Makes the pod `name` Running and Ready with an address, as the kubelet would.
     pub fn set_pod_ready(&self, namespace: &str, name: &str) -> bool {
-        let serial = {
+        let (serial, ip) = {
             let mut store = self.lock();
             store.generated += 1;
-            store.generated
+            (store.generated, store.pod_ip.clone())
         };
         self.modify::<k8s_openapi::api::core::v1::Pod>(Some(namespace), name, |pod| {
-            make_ready(pod, serial)
+            make_ready(pod, serial, ip.as_deref())
         })
     }
 
@@ -753,7 +764,8 @@ impl FakeApi {
                 if target.collection.plural == "pods" && store.auto_ready_pods {
                     store.generated += 1;
                     let serial = store.generated;
-                    make_ready(&mut object, serial);
+                    let ip = store.pod_ip.clone();
+                    make_ready(&mut object, serial, ip.as_deref());
                 }
                 self.put(&mut store, &target.collection, object, "ADDED");
                 json_response(201, &store.objects[&key])
@@ -981,6 +993,42 @@ impl tower::Service<Request<kube::client::Body>> for FakeApi {
     fn call(&mut self, req: Request<kube::client::Body>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move { Ok(this.handle(req).await) })
+    }
+}
+
+impl FakeApi {
+    /// Serves this API server over plain HTTP/1.1 on `listener` until the task is dropped, for
+    /// clients in other processes (a kubeconfig with `server: http://ADDR`), such as the
+    /// Kubernetes Python client the agent-sandbox SDK uses.
+    pub async fn serve(self, listener: tokio::net::TcpListener) {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let api = self.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let mut api = api.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let bytes = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let req = Request::from_parts(
+                                parts,
+                                kube::client::Body::from(bytes.to_vec()),
+                            );
+                            tower::Service::call(&mut api, req).await
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
     }
 }
 
