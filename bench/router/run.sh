@@ -180,6 +180,31 @@ parse() {
     '
 }
 
+# The machine may be shared (builds, other benchmarks): before each measurement, wait (up to
+# QUIET_WAIT seconds, default 300) for a second in which the CPUs are at least 95% idle, and
+# say when it never came.
+cpu_busy_pct() {
+    local a b
+    a=($(head -1 /proc/stat))
+    sleep 1
+    b=($(head -1 /proc/stat))
+    local total=0 i
+    for ((i = 1; i < ${#a[@]}; i++)); do total=$((total + b[i] - a[i])); done
+    local idle=$((b[4] - a[4] + b[5] - a[5]))
+    echo $((100 * (total - idle) / (total > 0 ? total : 1)))
+}
+wait_quiet() {
+    local deadline=$((SECONDS + ${QUIET_WAIT:-300})) busy
+    while :; do
+        busy=$(cpu_busy_pct)
+        ((busy <= 5)) && return 0
+        if ((SECONDS >= deadline)); then
+            echo "warning: the machine stayed busy (${busy}% of CPU used by others); measuring anyway" >&2
+            return 0
+        fi
+    done
+}
+
 contenders=(direct warden nginx)
 for c in "${contenders[@]}"; do
     "${on_load[@]}" wrk -t1 -c"$conns" -d2s "${headers[@]}" "$(url_of "$c")" >/dev/null
@@ -188,6 +213,7 @@ done
 for ((r = 0; r < rounds; r++)); do
     for ((i = 0; i < ${#contenders[@]}; i++)); do
         c=${contenders[$(((i + r) % ${#contenders[@]}))]}
+        wait_quiet
         line=$("${on_load[@]}" wrk -t1 -c"$conns" -d"${secs}s" --latency "${headers[@]}" "$(url_of "$c")" | parse)
         echo "$c $line" >>"$work/results"
         echo "round $((r + 1)) $c: $line (req/s p50_ms p99_ms errors)" >&2

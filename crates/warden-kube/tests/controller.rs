@@ -369,3 +369,28 @@ async fn leader_election_holds_a_lease_and_reconciles_only_then() {
     task.await.unwrap().unwrap();
     assert!(ctx.metrics.encode().contains("warden_controller_leader 0"));
 }
+
+#[tokio::test]
+async fn a_pod_spec_the_api_server_rejects_is_reported_as_invalid_configuration() {
+    let fake = FakeApi::new();
+    let clock = TestClock::new();
+    let ctx = context(&fake, &clock);
+    fake.insert(&sandbox_object("bad", json!({})));
+    fake.fail(Fault {
+        method: Some(Method::POST),
+        path_contains: "/pods".into(),
+        status: 422,
+        reason: "Invalid".into(),
+        times: 1,
+    });
+    let err = reconcile_sandbox(&fake, &ctx, "bad").await.unwrap_err();
+    assert_eq!(err.reason(), "invalid");
+    assert!(!err.is_transient(), "waits for the spec to change");
+    let sb = fake.get::<Sandbox>(Some(NS), "bad").unwrap();
+    assert_eq!(
+        condition(&sb, "Ready").unwrap(),
+        ("False".to_string(), "InvalidConfiguration".to_string())
+    );
+    assert!(fake.get::<Pod>(Some(NS), "bad").is_none());
+    assert_eq!(ctx.metrics.error_count("Sandbox", "invalid"), 1);
+}
