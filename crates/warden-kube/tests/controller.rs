@@ -3,20 +3,21 @@
 //! reconcilers, and checks the objects the API server ends up holding.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use http::Method;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action as Requeue;
 use serde_json::json;
 use warden_kube::controller::run::{LeaderElection, Readiness, RunOptions, run};
-use warden_kube::controller::{Clock, Context, sandbox};
+use warden_kube::controller::{Context, sandbox};
 use warden_kube::crd::Sandbox;
 use warden_kube::reconcile::sandbox::Settings;
 use warden_kube::testing::{FakeApi, Fault};
+
+mod clock_support;
+use clock_support::TestClock;
 
 const NS: &str = "team";
 
@@ -36,28 +37,6 @@ fn sandbox_object(name: &str, extra_spec: serde_json::Value) -> Sandbox {
         "spec": spec,
     }))
     .unwrap()
-}
-
-/// A clock the test moves.
-#[derive(Clone)]
-struct TestClock(Arc<AtomicI64>);
-
-impl TestClock {
-    fn new() -> TestClock {
-        TestClock(Arc::new(AtomicI64::new(Timestamp::now().as_second())))
-    }
-    fn advance(&self, seconds: i64) {
-        self.0.fetch_add(seconds, Ordering::SeqCst);
-    }
-    fn clock(&self) -> Clock {
-        let at = self.0.clone();
-        Clock::from_fn(move || Timestamp::from_second(at.load(Ordering::SeqCst)).unwrap())
-    }
-    fn rfc3339(&self, offset: i64) -> String {
-        Timestamp::from_second(self.0.load(Ordering::SeqCst) + offset)
-            .unwrap()
-            .to_string()
-    }
 }
 
 fn context(fake: &FakeApi, clock: &TestClock) -> Arc<Context> {

@@ -7,20 +7,21 @@
 //! round makes no write. One test runs the real watch-driven controllers instead.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use http::Method;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 use warden_kube::controller::run::{Readiness, RunOptions, run};
-use warden_kube::controller::{Clock, Context, claim, sandbox, template, warm_pool};
+use warden_kube::controller::{Context, claim, sandbox, template, warm_pool};
 use warden_kube::crd::labels::{CLAIM_UID, LAUNCH_TYPE};
 use warden_kube::crd::{Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool};
 use warden_kube::reconcile::sandbox::Settings;
 use warden_kube::testing::{FakeApi, Fault};
+
+mod clock_support;
+use clock_support::TestClock;
 
 const NS: &str = "agents";
 
@@ -75,27 +76,6 @@ fn merge(target: &mut Value, extra: &Value) {
         for (k, v) in e {
             t.insert(k.clone(), v.clone());
         }
-    }
-}
-
-#[derive(Clone)]
-struct TestClock(Arc<AtomicI64>);
-
-impl TestClock {
-    fn new() -> TestClock {
-        TestClock(Arc::new(AtomicI64::new(Timestamp::now().as_second())))
-    }
-    fn advance(&self, seconds: i64) {
-        self.0.fetch_add(seconds, Ordering::SeqCst);
-    }
-    fn clock(&self) -> Clock {
-        let at = self.0.clone();
-        Clock::from_fn(move || Timestamp::from_second(at.load(Ordering::SeqCst)).unwrap())
-    }
-    fn rfc3339(&self, offset: i64) -> String {
-        Timestamp::from_second(self.0.load(Ordering::SeqCst) + offset)
-            .unwrap()
-            .to_string()
     }
 }
 

@@ -17,5 +17,6 @@ pub use driver::{
     Phase, PoolSpec, PoolStatus, RuntimeConn, RuntimeRoute, SandboxEvent, SandboxInfo,
     SandboxRecord, SandboxStore, StdinMsg, StreamItem, Template,
 };
+pub use local::runtime::relay_exec_stream;
 pub use local::{LocalConfig, LocalDriver, LocalRuntime};
 pub use store::MemoryStore;

@@ -40,15 +40,13 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use warden_sandbox::{
     ByteStream, ClaimRequest, CreateRequest, Driver, DriverError, ExecSession, PoolSpec,
-    PoolStatus, RuntimeConn, RuntimeRoute, SandboxEvent, SandboxInfo, StdinMsg, StreamItem,
-    Template, names,
+    PoolStatus, RuntimeConn, RuntimeRoute, SandboxEvent, SandboxInfo, Template, names,
 };
-use warden_sandboxd::client::StreamOutput;
-use warden_sandboxd::client::{Client as SandboxdClient, ClientError, RouterRoute, StreamInput};
-use warden_sandboxd::proto::{DirListing, ErrorCode, ExecEvent, ExecRequest, ExecResult};
+use warden_sandboxd::client::{Client as SandboxdClient, ClientError, RouterRoute};
+use warden_sandboxd::proto::{DirListing, ErrorCode, ExecRequest, ExecResult};
 
 use crate::crd::labels::{LAUNCH_TYPE, LAUNCH_TYPE_COLD, SANDBOX_TEMPLATE_REF_ANNOTATION};
 use crate::crd::{
@@ -1089,7 +1087,7 @@ impl Driver for KubeDriver {
             .exec_stream(request)
             .await
             .map_err(|e| self.client_error(id, e))?;
-        Ok(relay(s))
+        Ok(warden_sandbox::relay_exec_stream(s, Box::new(())))
     }
 
     async fn read_file(&self, id: &str, path: &str) -> Result<ByteStream, DriverError> {
@@ -1184,63 +1182,6 @@ fn humantime_rfc3339(t: SystemTime) -> String {
 /// A body for sandboxd from the driver's byte stream.
 fn axum_body(body: ByteStream) -> axum::body::Body {
     axum::body::Body::from_stream(body)
-}
-
-/// The driver's session over the client's streaming exec.
-fn relay(s: warden_sandboxd::client::ExecStream) -> ExecSession {
-    let (stdin_tx, mut stdin_rx) = mpsc::channel::<StdinMsg>(16);
-    let (out_tx, out_rx) = mpsc::channel::<StreamItem>(16);
-    let input = s.input;
-    let mut output = s.output;
-    let pid = s.pid;
-    tokio::spawn(async move {
-        while let Some(m) = stdin_rx.recv().await {
-            let m = match m {
-                StdinMsg::Data(b) => StreamInput::Stdin(b),
-                StdinMsg::Control(c) => StreamInput::Control(c),
-            };
-            if input.send(m).await.is_err() {
-                break;
-            }
-        }
-    });
-    tokio::spawn(async move {
-        if out_tx
-            .send(StreamItem::Event(ExecEvent::Started { pid }))
-            .await
-            .is_err()
-        {
-            return;
-        }
-        loop {
-            tokio::select! {
-                // The caller dropped the session: drop ours, which kills the command.
-                _ = out_tx.closed() => return,
-                item = output.recv() => {
-                    let Some(item) = item else { return };
-                    let last = matches!(item, StreamOutput::Exit { .. } | StreamOutput::Error(_));
-                    let item = match item {
-                        StreamOutput::Stdout(b) => StreamItem::Stdout(b),
-                        StreamOutput::Stderr(b) => StreamItem::Stderr(b),
-                        StreamOutput::Exit { exit_code, timed_out, signal, duration_ms } => {
-                            StreamItem::Event(ExecEvent::Exit { exit_code, timed_out, signal, duration_ms })
-                        }
-                        StreamOutput::Error(e) => StreamItem::Event(ExecEvent::Error {
-                            code: e.code,
-                            message: e.message,
-                        }),
-                    };
-                    if out_tx.send(item).await.is_err() || last {
-                        return;
-                    }
-                }
-            }
-        }
-    });
-    ExecSession {
-        stdin: stdin_tx,
-        output: out_rx,
-    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 mod cgroups;
 mod health;
 mod process;
-mod runtime;
+pub(crate) mod runtime;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ffi::OsString;

@@ -31,6 +31,17 @@ pub async fn exec_stream(
     guard: Box<dyn Send + Sync>,
 ) -> Result<ExecSession, DriverError> {
     let s = Client::new(socket).exec_stream(req).await.map_err(map)?;
+    Ok(relay_exec_stream(s, guard))
+}
+
+/// Turns sandboxd's exec stream into a driver's [`ExecSession`]: stdin and control messages
+/// in, output and events out; `guard` lives as long as the relay tasks do. Dropping the
+/// session drops the stream, which kills the command. For every driver that reaches a
+/// sandboxd (locally over its socket, or through a router).
+pub fn relay_exec_stream(
+    s: warden_sandboxd::client::ExecStream,
+    guard: Box<dyn Send + Sync>,
+) -> ExecSession {
     let (stdin_tx, mut stdin_rx) = mpsc::channel::<StdinMsg>(16);
     let (out_tx, out_rx) = mpsc::channel::<StreamItem>(16);
     let input = s.input;
@@ -81,10 +92,10 @@ pub async fn exec_stream(
             }
         }
     });
-    Ok(ExecSession {
+    ExecSession {
         stdin: stdin_tx,
         output: out_rx,
-    })
+    }
 }
 
 pub async fn read_file(socket: &Path, path: &str) -> Result<ByteStream, DriverError> {
