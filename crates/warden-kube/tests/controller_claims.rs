@@ -671,3 +671,45 @@ async fn the_running_controllers_serve_a_warm_claim() {
     let _ = stop.send(());
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn failures_become_events_on_the_object() {
+    use k8s_openapi::api::events::v1::Event;
+    let fake = FakeApi::new();
+    let ctx =
+        Arc::new(Context::new(fake.client(NS), Settings::default()).with_events("test-replica"));
+    fake.insert(&claim_object("orphan", "no-such-pool", json!({})));
+    let claim = fake.get::<SandboxClaim>(Some(NS), "orphan").unwrap();
+    claim::reconcile(Arc::new(claim), ctx.clone())
+        .await
+        .unwrap();
+    let events = fake.list::<Event>(Some(NS));
+    let event = events
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("WarmPoolNotFound"))
+        .unwrap_or_else(|| panic!("no WarmPoolNotFound event: {events:?}"));
+    let regarding = event.regarding.as_ref().unwrap();
+    assert_eq!(
+        (regarding.kind.as_deref(), regarding.name.as_deref()),
+        (Some("SandboxClaim"), Some("orphan"))
+    );
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert!(
+        event
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("no-such-pool")
+    );
+    assert_eq!(
+        event.reporting_controller.as_deref(),
+        Some("warden-controller")
+    );
+
+    // The same failure again is not a new Event.
+    let claim = fake.get::<SandboxClaim>(Some(NS), "orphan").unwrap();
+    claim::reconcile(Arc::new(claim), ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(fake.list::<Event>(Some(NS)).len(), events.len());
+}

@@ -144,18 +144,20 @@ async fn serve(args: ControllerArgs) -> ExitCode {
     let settings = Settings {
         cluster_domain: args.cluster_domain.clone(),
     };
-    let ctx = Arc::new(Context::new(client, settings));
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| format!("warden-controller-{}", std::process::id()))
+    });
+    // Warnings (a missing pool, a NetworkPolicy it may not manage, a rejected pod) become
+    // Events on the object, for `kubectl describe`.
+    let ctx = Arc::new(Context::new(client, settings).with_events(&identity));
     let readiness = Arc::new(Readiness::default());
     let health = tokio::spawn(serve_health(
         listener,
         ctx.metrics.clone(),
         readiness.clone(),
     ));
-    let identity = args.identity.clone().unwrap_or_else(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| format!("warden-controller-{}", std::process::id()))
-    });
     let options = RunOptions {
         namespaces: args.namespaces.clone(),
         leader_election: args.leader_elect.then(|| LeaderElection {

@@ -11,7 +11,7 @@ use super::{
     Context, Error, api_code, delete_with_uid, found, gone_ok, instrumented, object_key,
     retry_after, status_message,
 };
-use crate::crd::conditions::types;
+use crate::crd::conditions::{claim as reason, types};
 use crate::crd::labels::{CLAIM_UID, LAUNCH_TYPE, LAUNCH_TYPE_WARM};
 use crate::crd::{Sandbox, SandboxClaim, SandboxClaimStatus, SandboxTemplate, SandboxWarmPool};
 use crate::reconcile::claim::{
@@ -165,6 +165,9 @@ async fn reconcile_inner(claim: &SandboxClaim, ctx: &Context) -> Result<Requeue,
             return Ok(Requeue::await_change());
         }
     }
+    if let Some((reason, message)) = newly_failed(claim.status.as_ref(), &plan.status) {
+        ctx.warn(claim, &reason, "Bind", message).await;
+    }
     if let Some(status) = plan.status_update(claim) {
         write_status(client, claim, status, &ctx.field_manager).await?;
         if ready(Some(status)) && !ready(claim.status.as_ref()) {
@@ -175,6 +178,27 @@ async fn reconcile_inner(claim: &SandboxClaim, ctx: &Context) -> Result<Requeue,
         Some(after) => Requeue::requeue(after.max(Duration::from_millis(10))),
         None => Requeue::await_change(),
     })
+}
+
+/// The Ready=False reason and message of `new` when it is a failure the claim was not
+/// already reporting (not one of the passing states of a claim being served).
+fn newly_failed(
+    old: Option<&SandboxClaimStatus>,
+    new: &SandboxClaimStatus,
+) -> Option<(String, String)> {
+    let ready = |s: &SandboxClaimStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == types::READY)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let (status, reason, message) = ready(new)?;
+    let passing = [reason::SANDBOX_NOT_READY, reason::SANDBOX_CREATE_PENDING];
+    if status != "False" || passing.contains(&reason.as_str()) {
+        return None;
+    }
+    let before = old.and_then(ready).map(|(_, r, _)| r);
+    (before.as_deref() != Some(reason.as_str())).then_some((reason, message))
 }
 
 /// Observes the claim-to-ready latency the first time a claim is seen Ready.

@@ -73,6 +73,8 @@ pub struct Context {
     /// Watch-fed caches of the Sandboxes (one per watched scope), where claims look for a
     /// warm member to adopt instead of listing the pool on every reconcile. Empty: list.
     sandbox_caches: Mutex<Vec<kube::runtime::reflector::Store<crate::crd::Sandbox>>>,
+    /// Publishes Kubernetes Events (`kubectl describe` shows them); none when `None`.
+    recorder: Option<kube::runtime::events::Recorder>,
 }
 
 impl fmt::Debug for Context {
@@ -95,6 +97,41 @@ impl Context {
             field_manager: "warden-controller".into(),
             backoff: Mutex::new(HashMap::new()),
             sandbox_caches: Mutex::new(Vec::new()),
+            recorder: None,
+        }
+    }
+
+    /// The same context publishing Events as `warden-controller`, replica `instance`.
+    pub fn with_events(mut self, instance: &str) -> Context {
+        let reporter = kube::runtime::events::Reporter {
+            controller: "warden-controller".into(),
+            instance: Some(instance.to_string()),
+        };
+        self.recorder = Some(kube::runtime::events::Recorder::new(
+            self.client.clone(),
+            reporter,
+        ));
+        self
+    }
+
+    /// Publishes a Warning Event about `object` (best effort: a failure is logged, never
+    /// fails the reconcile). The recorder folds repeats into one Event with a count.
+    pub(crate) async fn warn<K>(&self, object: &K, reason: &str, action: &str, note: String)
+    where
+        K: kube::Resource<DynamicType = ()>,
+    {
+        let Some(recorder) = &self.recorder else {
+            return;
+        };
+        let event = kube::runtime::events::Event {
+            type_: kube::runtime::events::EventType::Warning,
+            reason: reason.to_string(),
+            note: Some(note.chars().take(1024).collect()),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::debug!("could not publish an Event: {e}");
         }
     }
 

@@ -102,6 +102,12 @@ async fn reconcile_inner(sandbox: &Sandbox, ctx: &Context) -> Result<Requeue, Er
                 if sandbox.status.as_ref() != Some(&status) {
                     // Best effort: the action's error is the one reported.
                     let _ = write_status(client, sandbox, &status, &ctx.field_manager).await;
+                    let why = match failure {
+                        ActionFailure::Rejected(_) => "InvalidConfiguration",
+                        ActionFailure::Error(_) => "ReconcilerError",
+                    };
+                    ctx.warn(sandbox, why, "Reconcile", status_message(&e))
+                        .await;
                 }
             }
             return Err(e.into());

@@ -48,6 +48,13 @@ async fn reconcile_inner(template: &SandboxTemplate, ctx: &Context) -> Result<Re
     let plan = plan(template, &observed).map_err(|e| Error::Invalid(e.to_string()))?;
     for problem in &plan.problems {
         tracing::warn!(template = %format!("{ns}/{name}"), "{problem}");
+        ctx.warn(
+            template,
+            "NetworkPolicyNotManaged",
+            "Reconcile",
+            problem.clone(),
+        )
+        .await;
     }
     let post = PostParams {
         field_manager: Some(ctx.field_manager.clone()),

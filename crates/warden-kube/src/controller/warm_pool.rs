@@ -73,6 +73,8 @@ async fn reconcile_inner(pool: &SandboxWarmPool, ctx: &Context) -> Result<Requeu
     let key = object_key(pool);
     for problem in &plan.problems {
         tracing::warn!(pool = %key, "{problem}");
+        ctx.warn(pool, "WarmPoolDegraded", "Refill", problem.clone())
+            .await;
     }
     let sandboxes: Api<Sandbox> = Api::namespaced(ctx.client.clone(), ns);
     let post = PostParams {
