@@ -42,15 +42,19 @@ pub struct PodOptions {
     /// rules name ports, not addresses: the same port on another host is reachable too,
     /// which the pod's NetworkPolicy has to close.
     pub egress_port: Option<u16>,
-    /// Layers that may be unavailable without refusing. Only `landlock-net` is honoured:
-    /// Landlock's filesystem rules and seccomp are what pod isolation is made of.
+    /// Layers that may be unavailable without refusing. `landlock-net` alone (a kernel
+    /// without Landlock's network rules), or every Landlock layer for a sandboxed runtime that
+    /// implements no Landlock at all (gVisor, whose own kernel is then the boundary; see
+    /// google/gvisor#13439). Seccomp, `no_new_privs` and rlimits are never optional. Landlock
+    /// is applied whenever the kernel has it, whatever this says.
     pub degraded: Degraded,
 }
 
 /// The pod-isolation layers, built once and applied to every child.
 #[derive(Debug)]
 pub struct PodJail {
-    landlock: OwnedFd,
+    /// `None` only when Landlock is unavailable and `degraded` allowed `landlock-fs`.
+    landlock: Option<OwnedFd>,
     seccomp: Vec<Vec<libc::sock_filter>>,
     rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
     layers: Vec<LayerReport>,
@@ -77,6 +81,24 @@ impl PodJail {
         workspace: &Path,
         writable: &[PathBuf],
         options: &PodOptions,
+    ) -> Result<PodJail, JailError> {
+        PodJail::prepare_on(
+            policy,
+            workspace,
+            writable,
+            options,
+            LandlockSupport::probe(),
+        )
+    }
+
+    /// [`PodJail::prepare_with`] on a given Landlock probe result (the seam for tests of a
+    /// kernel without Landlock).
+    fn prepare_on(
+        policy: &SandboxPolicy,
+        workspace: &Path,
+        writable: &[PathBuf],
+        options: &PodOptions,
+        landlock_support: Result<LandlockSupport, String>,
     ) -> Result<PodJail, JailError> {
         let policy_err = |field: &str, msg: String| {
             JailError::Policy(warden_policy::PolicyError::new(field, msg))
@@ -175,8 +197,7 @@ impl PodJail {
             restrict: mode != NetworkMode::Host,
             connect_ports: egress_port.into_iter().collect(),
         };
-        let built =
-            ll::build(LandlockSupport::probe(), &rules, &[], &net).map_err(JailError::Host)?;
+        let built = ll::build(landlock_support, &rules, &[], &net).map_err(JailError::Host)?;
         let mut layers = Vec::new();
         let mut unavailable = Vec::new();
         for r in built.reports {
@@ -184,7 +205,9 @@ impl PodJail {
             // rules are the layer this confinement cannot run without.
             // Without the network rules, proxy mode would let every TCP connection out:
             // only an explicit `landlock-net` in `degraded` accepts that.
-            let essential = r.layer == Layer::LandlockFs
+            // A runtime without any Landlock (gVisor) needs `landlock-fs` in `degraded`.
+            let essential = (r.layer == Layer::LandlockFs
+                && !options.degraded.allows(Layer::LandlockFs))
                 || (r.layer == Layer::LandlockNet
                     && mode != NetworkMode::Host
                     && !options.degraded.allows(Layer::LandlockNet));
@@ -208,11 +231,15 @@ impl PodJail {
         if !unavailable.is_empty() {
             return Err(JailError::Unavailable(unavailable));
         }
-        let Some(landlock) = built.fd else {
-            return Err(JailError::Unavailable(vec![LayerReport::unavailable(
-                Layer::LandlockFs,
-                "no Landlock ruleset could be built",
-            )]));
+        let landlock = match built.fd {
+            Some(fd) => Some(fd),
+            None if options.degraded.allows(Layer::LandlockFs) => None,
+            None => {
+                return Err(JailError::Unavailable(vec![LayerReport::unavailable(
+                    Layer::LandlockFs,
+                    "no Landlock ruleset could be built",
+                )]));
+            }
         };
         layers.push(LayerReport::enforced(Layer::NoNewPrivs, "set before exec"));
         let r = &policy.resources;
@@ -317,7 +344,9 @@ fn child_setup(jail: Option<&PodJail>, tty: bool) -> io::Result<()> {
             sys::setrlimit(resource, value).map_err(os)?;
         }
         sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map_err(os)?;
-        sys::landlock_restrict_self(j.landlock.as_raw_fd()).map_err(os)?;
+        if let Some(landlock) = &j.landlock {
+            sys::landlock_restrict_self(landlock.as_raw_fd()).map_err(os)?;
+        }
         for filter in &j.seccomp {
             sys::seccomp_filter(filter).map_err(os)?;
         }
@@ -399,6 +428,74 @@ mod tests {
             assert_eq!(e.exit_code(), code, "{e}");
             assert!(e.to_string().contains(msg), "{port:?}: {e}");
         }
+    }
+
+    fn gvisor_like() -> Result<LandlockSupport, String> {
+        Err("Landlock is not implemented by this kernel (ENOSYS)".into())
+    }
+
+    #[test]
+    fn without_landlock_the_pod_jail_refuses_unless_every_landlock_layer_is_allowed() {
+        let dir = std::env::temp_dir();
+        let pod = warden_policy::Profile::Pod.policy();
+        let refuse = |degraded: Degraded| {
+            let options = PodOptions {
+                egress_port: None,
+                degraded,
+            };
+            PodJail::prepare_on(&pod, &dir, &[], &options, gvisor_like())
+        };
+        let e = refuse(Degraded::none()).unwrap_err();
+        assert!(e.to_string().contains("landlock-fs"), "{e}");
+        let mut net_only = Degraded::none();
+        net_only.allow(vec![Layer::LandlockNet]);
+        let e = refuse(net_only).unwrap_err();
+        assert!(e.to_string().contains("landlock-fs"), "{e}");
+
+        let mut all = Degraded::none();
+        all.allow(Layer::parse_set("landlock").unwrap());
+        let jail = refuse(all).expect("allowed without Landlock");
+        assert!(jail.landlock.is_none());
+        let status = |layer| {
+            jail.layers()
+                .iter()
+                .find(|r| r.layer == layer)
+                .map(|r| r.status.clone())
+        };
+        assert!(matches!(
+            status(Layer::LandlockFs),
+            Some(LayerStatus::Unavailable { .. })
+        ));
+        assert!(matches!(
+            status(Layer::Seccomp),
+            Some(LayerStatus::Enforced { .. })
+        ));
+    }
+
+    #[test]
+    fn without_landlock_children_still_get_seccomp_and_no_new_privs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut all = Degraded::none();
+        all.allow(Layer::parse_set("landlock").unwrap());
+        let options = PodOptions {
+            egress_port: None,
+            degraded: all,
+        };
+        let jail = PodJail::prepare_on(
+            &warden_policy::Profile::Pod.policy(),
+            dir.path(),
+            &[],
+            &options,
+            gvisor_like(),
+        )
+        .unwrap();
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.args(["-c", "grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status"]);
+        confine(&mut cmd, &Confinement::Pod(Arc::new(jail)), false);
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("NoNewPrivs:\t1"), "{text}");
+        assert!(text.contains("Seccomp:\t2"), "{text}");
     }
 
     #[test]

@@ -132,6 +132,9 @@ pub use warden_policy::CREDENTIAL_PLACEHOLDER;
 pub const SANDBOXD_HEALTH_PATH: &str = "/v1/health";
 /// The proxy admin listener's health endpoint.
 pub const PROXY_HEALTH_PATH: &str = "/healthz";
+/// The RuntimeClass of gVisor. Pods that use it run `sandboxd --allow-degraded landlock`:
+/// gVisor implements no Landlock, and its own kernel is the boundary there.
+pub const GVISOR_RUNTIME_CLASS: &str = "gvisor";
 
 /// IPv4 ranges upstream's default NetworkPolicy keeps out of `0.0.0.0/0`.
 pub const UPSTREAM_EXCEPT_IPV4: [&str; 4] = [
@@ -732,6 +735,13 @@ pub fn harden_pod_spec(
     };
     let mut uses_workspace = false;
     let mut uses_tmp = false;
+    // gVisor implements no Landlock (google/gvisor#13439): its own kernel is the boundary,
+    // and sandboxd is told to run without Landlock there (seccomp stays).
+    let without_landlock = opts
+        .runtime_class
+        .as_deref()
+        .or(spec.runtime_class_name.as_deref())
+        == Some(GVISOR_RUNTIME_CLASS);
     for (i, c) in spec.containers.iter_mut().enumerate() {
         let path = format!("spec.containers[{i}]");
         if c.name == PROXY_CONTAINER {
@@ -762,7 +772,15 @@ pub fn harden_pod_spec(
                     ),
                 );
             }
-            let (ws, tmp) = make_sandbox(c, &path, &volumes, opts, &resolved, &mut e);
+            let (ws, tmp) = make_sandbox(
+                c,
+                &path,
+                &volumes,
+                opts,
+                &resolved,
+                without_landlock,
+                &mut e,
+            );
             uses_workspace = ws;
             uses_tmp = tmp;
         }
@@ -1189,12 +1207,14 @@ fn restricted_volume_kind(v: &Volume) -> Option<&'static str> {
 
 /// Makes `c` the sandbox container; returns whether it mounts warden's workspace and tmp
 /// emptyDirs.
+#[allow(clippy::too_many_arguments)]
 fn make_sandbox(
     c: &mut Container,
     path: &str,
     volumes: &[Volume],
     opts: &WardenTemplateOptions,
     resolved: &Resolved,
+    without_landlock: bool,
     e: &mut Refusals,
 ) -> (bool, bool) {
     // No route's secret and no service-account token, by any way into this container.
@@ -1319,6 +1339,9 @@ fn make_sandbox(
     ]);
     if uses_workspace {
         args.extend(["--quota".into(), opts.workspace_size.to_string()]);
+    }
+    if without_landlock {
+        args.extend(["--allow-degraded".into(), "landlock".into()]);
     }
     c.command = Some(vec!["warden".into(), "sandboxd".into()]);
     c.args = Some(args);

@@ -557,11 +557,27 @@ fn the_runtime_class_comes_from_the_options() {
     let spec = harden_pod_spec(author_spec(), &o).unwrap();
     assert_eq!(spec.runtime_class_name.as_deref(), Some("kata"));
 
-    // The author's own, without options: kept.
+    let degraded = |spec: &PodSpec| {
+        let args = spec.containers[0].args.clone().unwrap_or_default();
+        args.windows(2)
+            .any(|w| w[0] == "--allow-degraded" && w[1] == "landlock")
+    };
+    assert!(
+        !degraded(&spec),
+        "Kata's guest kernel has Landlock: it stays required"
+    );
+
+    // The author's own, without options: kept. gVisor implements no Landlock, so sandboxd
+    // is told to run without it there (and only there).
     let mut spec = author_spec();
     spec.runtime_class_name = Some("gvisor".into());
     let spec = harden(spec);
     assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor"));
+    assert!(degraded(&spec), "{:?}", spec.containers[0].args);
+    let mut o = opts();
+    o.runtime_class = Some("gvisor".into());
+    assert!(degraded(&harden_pod_spec(author_spec(), &o).unwrap()));
+    assert!(!degraded(&harden(author_spec())));
 }
 
 /// A mutation of [`author_spec`] that must be refused, and the field the refusal names.

@@ -79,9 +79,10 @@ pub struct SandboxdArgs {
     #[arg(long, value_name = "IP:PORT", env = "WARDEN_SANDBOXD_EGRESS_PROXY")]
     pub egress_proxy: Option<SocketAddr>,
 
-    /// Run even though this layer is unavailable, printing that it is missing. Only
-    /// `landlock-net` can be missing in pod isolation; with --egress-proxy that lets every
-    /// TCP connection out
+    /// Run even though this layer is unavailable, printing that it is missing. In pod
+    /// isolation only Landlock's layers can be missing: `landlock-net` (with --egress-proxy
+    /// that lets every TCP connection out; the NetworkPolicy must close it) or `landlock`
+    /// (under gVisor, which implements no Landlock and is itself the boundary)
     #[arg(long = "allow-degraded", value_name = "LAYER")]
     pub allow_degraded: Vec<String>,
 }
@@ -102,14 +103,21 @@ fn check_egress_proxy(addr: SocketAddr) -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
-/// Parses `--allow-degraded`: pod isolation can run without `landlock-net` only.
+/// Parses `--allow-degraded`: pod isolation can run without Landlock's layers only
+/// (`landlock-net` on a kernel without network rules; `landlock` as a whole under a runtime
+/// without Landlock, such as gVisor). Seccomp, `no_new_privs` and rlimits are never optional.
 fn parse_degraded(names: &[String]) -> Result<Degraded, String> {
     let mut degraded = Degraded::none();
     for name in names {
         let layers = Layer::parse_set(name).map_err(|e| format!("--allow-degraded: {e}"))?;
-        if let Some(l) = layers.iter().find(|l| **l != Layer::LandlockNet) {
+        if let Some(l) = layers.iter().find(|l| {
+            !matches!(
+                l,
+                Layer::LandlockFs | Layer::LandlockNet | Layer::LandlockScope
+            )
+        }) {
             return Err(format!(
-                "--allow-degraded `{}`: sandboxd cannot run without it; the only layer it can do without is `landlock-net`",
+                "--allow-degraded `{}`: sandboxd cannot run without it; it can do without `landlock-net` (a kernel without Landlock's network rules) or `landlock` (a runtime without Landlock, such as gVisor)",
                 l.name()
             ));
         }
@@ -200,7 +208,10 @@ pub fn main(args: SandboxdArgs) -> ExitCode {
                         .iter()
                         .filter(|r| {
                             matches!(r.status, warden_jail::LayerStatus::Unavailable { .. })
-                                && r.layer == Layer::LandlockNet
+                                && matches!(
+                                    r.layer,
+                                    Layer::LandlockFs | Layer::LandlockNet | Layer::LandlockScope
+                                )
                         })
                         .map(|r| r.layer.name())
                         .collect();

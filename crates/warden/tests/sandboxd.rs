@@ -337,7 +337,7 @@ fn egress_proxy_flag_is_checked() {
             vec!["--egress-proxy", "127.0.0.1:3128", "--jail", "inherited"],
             "need --jail pod",
         ),
-        (vec!["--allow-degraded", "seccomp"], "only layer"),
+        (vec!["--allow-degraded", "seccomp"], "cannot run without it"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_warden"))
             .args(["sandboxd", "--listen", "127.0.0.1:0", "--root"])
