@@ -70,6 +70,8 @@ const GROUPS: &[(&str, &[Layer])] = &[
 
 impl Layer {
     pub const NAMESPACES: &'static [Layer] = GROUPS[0].1;
+    /// Landlock's layers (the `landlock` group): all that pod isolation can run without.
+    pub const LANDLOCK: &'static [Layer] = GROUPS[1].1;
 
     /// Parses a layer or group name into the layers it covers.
     pub fn parse_set(name: &str) -> Result<Vec<Layer>, UnknownLayer> {
@@ -208,6 +210,7 @@ mod tests {
             assert_eq!(l.name().parse::<Layer>(), Ok(*l));
         }
         assert_eq!(Layer::parse_set("namespaces").unwrap().len(), 6);
+        assert_eq!(Layer::parse_set("landlock").unwrap(), Layer::LANDLOCK);
         assert_eq!(Layer::parse_set("seccomp").unwrap(), [Layer::Seccomp]);
         let err = Layer::parse_set("selinux").unwrap_err().to_string();
         assert!(

@@ -453,7 +453,7 @@ mod tests {
         assert!(e.to_string().contains("landlock-fs"), "{e}");
 
         let mut all = Degraded::none();
-        all.allow(Layer::parse_set("landlock").unwrap());
+        all.allow(Layer::LANDLOCK.iter().copied());
         let jail = refuse(all).expect("allowed without Landlock");
         assert!(jail.landlock.is_none());
         let status = |layer| {
@@ -476,7 +476,7 @@ mod tests {
     fn without_landlock_children_still_get_seccomp_and_no_new_privs() {
         let dir = tempfile::tempdir().unwrap();
         let mut all = Degraded::none();
-        all.allow(Layer::parse_set("landlock").unwrap());
+        all.allow(Layer::LANDLOCK.iter().copied());
         let options = PodOptions {
             egress_port: None,
             degraded: all,

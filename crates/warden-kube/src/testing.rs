@@ -1032,6 +1032,30 @@ impl FakeApi {
     }
 }
 
+/// This host's non-loopback IPv4 address, where a test's server stands in for a pod (the
+/// router refuses loopback pod IPs, as upstream's does). Panics, saying why, when the host
+/// has none.
+pub fn host_ip() -> std::net::IpAddr {
+    if let Ok(s) = std::net::UdpSocket::bind("0.0.0.0:0")
+        && s.connect("192.0.2.200:9").is_ok()
+        && let Ok(local) = s.local_addr()
+        && !local.ip().is_loopback()
+        && !local.ip().is_unspecified()
+    {
+        return local.ip();
+    }
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .expect("this test needs a non-loopback IPv4 address: no default route and no `ip`");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next()?.parse().ok())
+        .expect("this test needs a non-loopback IPv4 address; this host has none")
+}
+
 /// Objects by kind, for assertions: how many of each plural are stored.
 impl FakeApi {
     /// The number of stored objects per collection plural (`pods`, `sandboxes`, ...).

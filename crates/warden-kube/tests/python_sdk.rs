@@ -11,7 +11,7 @@
 
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::process::Command;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use warden_kube::controller::run::{Readiness, RunOptions, run};
 use warden_kube::crd::{Sandbox, SandboxClaim, SandboxTemplate, SandboxWarmPool};
 use warden_kube::reconcile::sandbox::Settings;
 use warden_kube::router::{Resolve, RouterConfig, SandboxIndex, SandboxRouter};
-use warden_kube::testing::FakeApi;
+use warden_kube::testing::{FakeApi, host_ip};
 use warden_sandboxd::server::{Bound, Listen};
 use warden_sandboxd::{Sandboxd, app};
 
@@ -42,19 +42,6 @@ impl Resolve for ClusterDns {
         let addr = self.0;
         Box::pin(async move { Ok(addr) })
     }
-}
-
-/// This host's non-loopback IPv4 address.
-fn host_ip() -> IpAddr {
-    if let Ok(s) = UdpSocket::bind("0.0.0.0:0")
-        && s.connect("192.0.2.200:9").is_ok()
-        && let Ok(local) = s.local_addr()
-        && !local.ip().is_loopback()
-        && !local.ip().is_unspecified()
-    {
-        return local.ip();
-    }
-    panic!("this test needs a non-loopback IPv4 address (a default route); this host has none")
 }
 
 const SCRIPT: &str = r#"

@@ -8,10 +8,11 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use warden_kube::testing::host_ip;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -33,29 +34,6 @@ use warden_kube::router::{
 };
 
 type TestBody = UnsyncBoxBody<Bytes, hyper::Error>;
-
-/// This host's non-loopback IPv4 address: the source address of the default route (a UDP
-/// connect sends nothing), else the first global address `ip` lists.
-fn host_ip() -> IpAddr {
-    if let Ok(s) = UdpSocket::bind("0.0.0.0:0")
-        && s.connect("192.0.2.200:9").is_ok()
-        && let Ok(local) = s.local_addr()
-        && !local.ip().is_loopback()
-        && !local.ip().is_unspecified()
-    {
-        return local.ip();
-    }
-    let out = std::process::Command::new("ip")
-        .args(["-4", "-o", "addr", "show", "scope", "global"])
-        .output()
-        .expect("this test needs a non-loopback IPv4 address: no default route and no `ip`");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .and_then(|cidr| cidr.split('/').next()?.parse().ok())
-        .expect("this test needs a non-loopback IPv4 address; this host has none")
-}
 
 fn full(b: impl Into<Bytes>) -> TestBody {
     Full::new(b.into()).map_err(|n| match n {}).boxed_unsync()

@@ -110,12 +110,7 @@ fn parse_degraded(names: &[String]) -> Result<Degraded, String> {
     let mut degraded = Degraded::none();
     for name in names {
         let layers = Layer::parse_set(name).map_err(|e| format!("--allow-degraded: {e}"))?;
-        if let Some(l) = layers.iter().find(|l| {
-            !matches!(
-                l,
-                Layer::LandlockFs | Layer::LandlockNet | Layer::LandlockScope
-            )
-        }) {
+        if let Some(l) = layers.iter().find(|l| !Layer::LANDLOCK.contains(l)) {
             return Err(format!(
                 "--allow-degraded `{}`: sandboxd cannot run without it; it can do without `landlock-net` (a kernel without Landlock's network rules) or `landlock` (a runtime without Landlock, such as gVisor)",
                 l.name()
@@ -208,10 +203,7 @@ pub fn main(args: SandboxdArgs) -> ExitCode {
                         .iter()
                         .filter(|r| {
                             matches!(r.status, warden_jail::LayerStatus::Unavailable { .. })
-                                && matches!(
-                                    r.layer,
-                                    Layer::LandlockFs | Layer::LandlockNet | Layer::LandlockScope
-                                )
+                                && Layer::LANDLOCK.contains(&r.layer)
                         })
                         .map(|r| r.layer.name())
                         .collect();

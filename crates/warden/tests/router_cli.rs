@@ -3,34 +3,13 @@
 //! upstream's 400, a clean stop on SIGTERM, usage errors naming the flag, and --help.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use warden_kube::testing::host_ip;
 
 const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
-
-/// This host's non-loopback IPv4 address (the router refuses loopback pod IPs).
-fn host_ip() -> IpAddr {
-    if let Ok(s) = UdpSocket::bind("0.0.0.0:0")
-        && s.connect("192.0.2.200:9").is_ok()
-        && let Ok(local) = s.local_addr()
-        && !local.ip().is_loopback()
-        && !local.ip().is_unspecified()
-    {
-        return local.ip();
-    }
-    let out = Command::new("ip")
-        .args(["-4", "-o", "addr", "show", "scope", "global"])
-        .output()
-        .expect("this test needs a non-loopback IPv4 address: no default route and no `ip`");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .and_then(|cidr| cidr.split('/').next()?.parse().ok())
-        .expect("this test needs a non-loopback IPv4 address; this host has none")
-}
 
 /// A backend on 0.0.0.0 that answers every request with the request's head as its body.
 fn backend() -> u16 {

@@ -4,19 +4,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PropagationPolicy};
 use kube::runtime::controller::Action as Requeue;
 
 use super::{
     Context, Error, api_code, delete_with_uid, found, gone_ok, instrumented, object_key,
-    retry_after, status_message,
+    patch_params, post_params, retry_after, status_message, write_status,
 };
 use crate::crd::conditions::{claim as reason, types};
-use crate::crd::labels::{CLAIM_UID, LAUNCH_TYPE, LAUNCH_TYPE_WARM};
+use crate::crd::labels::{CLAIM_UID, LAUNCH_TYPE, LAUNCH_TYPE_WARM, WARM_POOL_SANDBOX, name_hash};
 use crate::crd::{Sandbox, SandboxClaim, SandboxClaimStatus, SandboxTemplate, SandboxWarmPool};
 use crate::reconcile::claim::{
     Action, ActionFailure, Observed, Propagation, Settings, plan, status_after_failure,
 };
+use crate::reconcile::ownership::{Ownership, ownership};
 use crate::reconcile::warm_pool::selector as pool_selector;
 
 /// The metric label of this kind.
@@ -92,21 +93,17 @@ pub async fn observe(ctx: &Context, claim: &SandboxClaim) -> Result<Observed, Er
             add(&mut observed, s);
         }
     }
-    let bound = observed.iter().any(|s| {
-        s.metadata
-            .owner_references
+    let bound = claim.metadata.uid.as_deref().is_some_and(|uid| {
+        observed
             .iter()
-            .flatten()
-            .any(|o| o.controller == Some(true) && claim.metadata.uid.as_ref() == Some(&o.uid))
+            .any(|s| ownership(&s.metadata, uid) == Ownership::Controlled)
     });
     if warm_pool.is_some() && !bound {
-        let selector = pool_selector(pool_name);
-        let (key, value) = selector.split_once('=').unwrap_or((&selector, ""));
-        let members = match ctx.cached_sandboxes(ns, key, value) {
+        let members = match ctx.cached_sandboxes(ns, WARM_POOL_SANDBOX, &name_hash(pool_name)) {
             Some(members) => members,
             None => {
                 sandboxes
-                    .list(&ListParams::default().labels(&selector))
+                    .list(&ListParams::default().labels(&pool_selector(pool_name)))
                     .await?
                     .items
             }
@@ -232,14 +229,8 @@ async fn apply(
     field_manager: &str,
 ) -> Result<(), kube::Error> {
     let sandboxes: Api<Sandbox> = Api::namespaced(client.clone(), ns);
-    let post = PostParams {
-        field_manager: Some(field_manager.to_string()),
-        ..PostParams::default()
-    };
-    let patch_params = PatchParams {
-        field_manager: Some(field_manager.to_string()),
-        ..PatchParams::default()
-    };
+    let post = post_params(field_manager);
+    let patch_params = patch_params(field_manager);
     match action {
         Action::CreateSandbox(sandbox) => sandboxes.create(&post, sandbox).await.map(drop),
         Action::AdoptSandbox { name, patch } | Action::PatchSandbox { name, patch } => sandboxes
@@ -262,23 +253,4 @@ async fn apply(
             gone_ok(claims.delete(name, &params).await)
         }
     }
-}
-
-async fn write_status(
-    client: &kube::Client,
-    claim: &SandboxClaim,
-    status: &SandboxClaimStatus,
-    field_manager: &str,
-) -> Result<(), kube::Error> {
-    let (Some(ns), Some(name)) = (&claim.metadata.namespace, &claim.metadata.name) else {
-        return Ok(());
-    };
-    let api: Api<SandboxClaim> = Api::namespaced(client.clone(), ns);
-    let mut updated = claim.clone();
-    updated.status = Some(status.clone());
-    let params = PostParams {
-        field_manager: Some(field_manager.to_string()),
-        ..PostParams::default()
-    };
-    api.replace_status(name, &params, &updated).await.map(drop)
 }

@@ -319,6 +319,50 @@ pub(crate) fn delete_with_uid(uid: &Option<String>) -> kube::api::DeleteParams {
     }
 }
 
+/// Create and replace options that name the controller as the field manager.
+pub(crate) fn post_params(field_manager: &str) -> kube::api::PostParams {
+    kube::api::PostParams {
+        field_manager: Some(field_manager.to_string()),
+        ..kube::api::PostParams::default()
+    }
+}
+
+/// Patch options that name the controller as the field manager.
+pub(crate) fn patch_params(field_manager: &str) -> kube::api::PatchParams {
+    kube::api::PatchParams {
+        field_manager: Some(field_manager.to_string()),
+        ..kube::api::PatchParams::default()
+    }
+}
+
+/// Replaces the whole status of `object` with `status` (fields the plan cleared are gone),
+/// on the resourceVersion that was read: a status computed from a stale read gets 409.
+pub(crate) async fn write_status<K>(
+    client: &Client,
+    object: &K,
+    status: &K::Status,
+    field_manager: &str,
+) -> Result<(), kube::Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + kube::core::object::HasStatus
+        + Clone
+        + fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+    K::Status: Clone,
+{
+    let (Some(ns), Some(name)) = (&object.meta().namespace, &object.meta().name) else {
+        return Ok(());
+    };
+    let api: kube::Api<K> = kube::Api::namespaced(client.clone(), ns);
+    let mut updated = object.clone();
+    *updated.status_mut() = Some(status.clone());
+    api.replace_status(name, &post_params(field_manager), &updated)
+        .await
+        .map(drop)
+}
+
 /// The HTTP status of a failed API call, if the server answered.
 pub(crate) fn api_code(error: &kube::Error) -> Option<u16> {
     match error {

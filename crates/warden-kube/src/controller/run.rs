@@ -170,54 +170,36 @@ fn controllers(ctx: Arc<Context>, options: &RunOptions) -> Vec<BoxFuture<'static
                 owned::<Sandbox>(&client, ns),
                 config(),
                 move |sandbox: Sandbox| {
-                    let namespace = sandbox.metadata.namespace.clone();
                     let template = sandbox
                         .metadata
                         .annotations
                         .as_ref()
-                        .and_then(|a| a.get(SANDBOX_TEMPLATE_REF_ANNOTATION))
-                        .cloned();
-                    let owners: Vec<String> = sandbox
+                        .and_then(|a| a.get(SANDBOX_TEMPLATE_REF_ANNOTATION));
+                    let owners: Vec<&str> = sandbox
                         .metadata
                         .owner_references
                         .iter()
                         .flatten()
                         .filter(|o| o.kind == "SandboxWarmPool" && o.controller == Some(true))
-                        .map(|o| o.name.clone())
+                        .map(|o| o.name.as_str())
                         .collect();
-                    store_for_sandboxes
-                        .state()
-                        .into_iter()
-                        .filter(|pool| {
-                            pool.metadata.namespace == namespace
-                                && (pool
-                                    .metadata
-                                    .name
-                                    .as_ref()
-                                    .is_some_and(|n| owners.contains(n))
-                                    || template
-                                        .as_ref()
-                                        .is_some_and(|t| *t == pool.spec.sandbox_template_ref.name))
-                        })
-                        .map(|pool| ObjectRef::from_obj(pool.as_ref()))
-                        .collect::<Vec<_>>()
+                    pools_matching(&store_for_sandboxes, &sandbox.metadata.namespace, |pool| {
+                        pool.metadata
+                            .name
+                            .as_deref()
+                            .is_some_and(|n| owners.contains(&n))
+                            || template.is_some_and(|t| *t == pool.spec.sandbox_template_ref.name)
+                    })
                 },
             )
             .watches(
                 owned::<SandboxTemplate>(&client, ns),
                 config(),
                 move |template: SandboxTemplate| {
-                    let name = template.metadata.name.clone().unwrap_or_default();
-                    let namespace = template.metadata.namespace.clone();
-                    store_for_templates
-                        .state()
-                        .into_iter()
-                        .filter(|pool| {
-                            pool.spec.sandbox_template_ref.name == name
-                                && pool.metadata.namespace == namespace
-                        })
-                        .map(|pool| ObjectRef::from_obj(pool.as_ref()))
-                        .collect::<Vec<_>>()
+                    let name = template.metadata.name.unwrap_or_default();
+                    pools_matching(&store_for_templates, &template.metadata.namespace, |pool| {
+                        pool.spec.sandbox_template_ref.name == name
+                    })
                 },
             )
             .run(
@@ -228,6 +210,21 @@ fn controllers(ctx: Arc<Context>, options: &RunOptions) -> Vec<BoxFuture<'static
         futures.push(Box::pin(drain(pools, super::warm_pool::KIND)));
     }
     futures
+}
+
+/// The pools of `namespace` in the pool controller's cache for which `wanted` holds, as the
+/// objects to reconcile.
+fn pools_matching(
+    store: &kube::runtime::reflector::Store<SandboxWarmPool>,
+    namespace: &Option<String>,
+    wanted: impl Fn(&SandboxWarmPool) -> bool,
+) -> Vec<ObjectRef<SandboxWarmPool>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|pool| pool.metadata.namespace == *namespace && wanted(pool))
+        .map(|pool| ObjectRef::from_obj(pool.as_ref()))
+        .collect()
 }
 
 /// Runs the controllers until `shutdown` resolves: at once without leader election, else

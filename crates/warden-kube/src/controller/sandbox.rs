@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch};
 use kube::runtime::controller::Action as Requeue;
 
 use super::{
-    Context, Error, delete_with_uid, found, gone_ok, instrumented, object_key, retry_after,
-    status_message,
+    Context, Error, delete_with_uid, found, gone_ok, instrumented, object_key, patch_params,
+    post_params, retry_after, status_message, write_status,
 };
 use crate::crd::Sandbox;
 use crate::crd::labels::{SANDBOX_NAME_HASH, name_hash};
@@ -132,14 +132,8 @@ async fn apply(
     action: &Action,
     field_manager: &str,
 ) -> Result<(), kube::Error> {
-    let post = PostParams {
-        field_manager: Some(field_manager.to_string()),
-        ..PostParams::default()
-    };
-    let patch_params = PatchParams {
-        field_manager: Some(field_manager.to_string()),
-        ..PatchParams::default()
-    };
+    let post = post_params(field_manager);
+    let patch_params = patch_params(field_manager);
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     match action {
@@ -175,27 +169,4 @@ async fn apply(
             )
         }
     }
-}
-
-/// Writes `status` on the condition that the Sandbox is still the version that was read.
-pub(crate) async fn write_status(
-    client: &kube::Client,
-    sandbox: &Sandbox,
-    status: &crate::crd::SandboxStatus,
-    field_manager: &str,
-) -> Result<(), kube::Error> {
-    let (ns, name) = match (&sandbox.metadata.namespace, &sandbox.metadata.name) {
-        (Some(ns), Some(name)) => (ns, name),
-        _ => return Ok(()),
-    };
-    let api: Api<Sandbox> = Api::namespaced(client.clone(), ns);
-    // The whole status replaced (fields the plan cleared are gone), on the resourceVersion
-    // that was read.
-    let mut updated = sandbox.clone();
-    updated.status = Some(status.clone());
-    let params = PostParams {
-        field_manager: Some(field_manager.to_string()),
-        ..PostParams::default()
-    };
-    api.replace_status(name, &params, &updated).await.map(drop)
 }

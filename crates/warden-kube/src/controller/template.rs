@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use kube::runtime::controller::Action as Requeue;
 
 use super::{
-    Context, Error, delete_with_uid, found, gone_ok, instrumented, object_key, retry_after,
+    Context, Error, delete_with_uid, found, gone_ok, instrumented, object_key, post_params,
+    retry_after,
 };
 use crate::crd::SandboxTemplate;
 use crate::reconcile::template::{Action, Observed, network_policy_name, plan};
@@ -56,10 +57,7 @@ async fn reconcile_inner(template: &SandboxTemplate, ctx: &Context) -> Result<Re
         )
         .await;
     }
-    let post = PostParams {
-        field_manager: Some(ctx.field_manager.clone()),
-        ..PostParams::default()
-    };
+    let post = post_params(&ctx.field_manager);
     for action in plan.actions {
         match action {
             Action::CreateNetworkPolicy(policy) => {

@@ -7,13 +7,14 @@
 
 use std::sync::Arc;
 
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch};
 use kube::runtime::controller::Action as Requeue;
 
 use super::{
-    Context, Error, delete_with_uid, found, gone_ok, instrumented, object_key, retry_after,
+    Context, Error, delete_with_uid, found, gone_ok, instrumented, object_key, patch_params,
+    post_params, retry_after, write_status,
 };
-use crate::crd::{Sandbox, SandboxTemplate, SandboxWarmPool, SandboxWarmPoolStatus};
+use crate::crd::{Sandbox, SandboxTemplate, SandboxWarmPool};
 use crate::reconcile::warm_pool::{Action, InFlight, Observed, Settings, plan, selector};
 
 /// The metric label of this kind.
@@ -77,14 +78,8 @@ async fn reconcile_inner(pool: &SandboxWarmPool, ctx: &Context) -> Result<Requeu
             .await;
     }
     let sandboxes: Api<Sandbox> = Api::namespaced(ctx.client.clone(), ns);
-    let post = PostParams {
-        field_manager: Some(ctx.field_manager.clone()),
-        ..PostParams::default()
-    };
-    let patch_params = PatchParams {
-        field_manager: Some(ctx.field_manager.clone()),
-        ..PatchParams::default()
-    };
+    let post = post_params(&ctx.field_manager);
+    let patch_params = patch_params(&ctx.field_manager);
     // The status first: it counts the members before this plan's changes, as upstream does,
     // and a failed creation below must not hide it.
     if let Some(status) = plan.status_update(pool) {
@@ -118,23 +113,4 @@ async fn reconcile_inner(pool: &SandboxWarmPool, ctx: &Context) -> Result<Requeu
         Some(after) => Requeue::requeue(after.max(std::time::Duration::from_millis(10))),
         None => Requeue::await_change(),
     })
-}
-
-async fn write_status(
-    client: &kube::Client,
-    pool: &SandboxWarmPool,
-    status: &SandboxWarmPoolStatus,
-    field_manager: &str,
-) -> Result<(), kube::Error> {
-    let (Some(ns), Some(name)) = (&pool.metadata.namespace, &pool.metadata.name) else {
-        return Ok(());
-    };
-    let api: Api<SandboxWarmPool> = Api::namespaced(client.clone(), ns);
-    let mut updated = pool.clone();
-    updated.status = Some(status.clone());
-    let params = PostParams {
-        field_manager: Some(field_manager.to_string()),
-        ..PostParams::default()
-    };
-    api.replace_status(name, &params, &updated).await.map(drop)
 }

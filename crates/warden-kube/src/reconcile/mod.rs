@@ -8,7 +8,7 @@
 
 pub mod claim;
 mod conditions;
-mod ownership;
+pub(crate) mod ownership;
 pub mod sandbox;
 pub mod template;
 pub mod warm_pool;
