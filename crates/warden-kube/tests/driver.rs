@@ -387,11 +387,13 @@ async fn claim_exec_files_suspend_resume_delete() {
     assert!(w.fake.get::<SandboxClaim>(Some(NS), &claim_name).is_none());
 
     // Events from the driver and its watches.
-    let seen = eventually("the deleted event", async || {
-        let seen = drain(&mut events);
+    // Every poll's events are kept: an earlier poll may have drained `claimed`.
+    let mut seen = Vec::new();
+    eventually("the deleted event", async || {
+        seen.extend(drain(&mut events));
         seen.iter()
             .any(|(s, k)| *s == id && k == "deleted")
-            .then_some(seen)
+            .then_some(())
     })
     .await;
     let kinds: Vec<&str> = seen

@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use kube::runtime::controller::Controller;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
@@ -114,7 +114,12 @@ fn controllers(ctx: Arc<Context>, options: &RunOptions) -> Vec<BoxFuture<'static
         let (reader, writer) = kube::runtime::reflector::store::<Sandbox>();
         ctx.add_sandbox_cache(reader);
         let cache =
-            kube::runtime::reflector(writer, watcher(owned::<Sandbox>(&client, ns), config()));
+            // With backoff: a watch that fails (an API server going away) must not retry in
+            // a busy loop.
+            kube::runtime::reflector(
+                writer,
+                watcher(owned::<Sandbox>(&client, ns), config()).default_backoff(),
+            );
         futures.push(Box::pin(async move {
             cache
                 .for_each(|event| async move {
