@@ -367,13 +367,37 @@ fn cloexec_from(first: RawFd) -> Result<(), i32> {
             CLOSE_RANGE_CLOEXEC,
         )
     };
-    if r < 0 {
-        Err(io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO))
-    } else {
-        Ok(())
+    if r >= 0 {
+        return Ok(());
     }
+    let errno = io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO);
+    if errno != libc::EINVAL && errno != libc::ENOSYS {
+        return Err(errno);
+    }
+    // Kernels before 5.11 and gVisor have no CLOSE_RANGE_CLOEXEC: set the flag descriptor
+    // by descriptor, up to the open-files limit (no descriptor can lie above it).
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } < 0 {
+        return Err(libc::EIO);
+    }
+    let last = lim.rlim_cur.min(1 << 20) as RawFd;
+    for fd in first..last {
+        // SAFETY: F_GETFD and F_SETFD only read and set descriptor flags.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+            // SAFETY: as above.
+            if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+                return Err(libc::EIO);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Sends `signal` to the process group `pgid` (a confined command is its group's leader).

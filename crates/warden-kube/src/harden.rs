@@ -77,13 +77,10 @@
 //!
 //! # Known gaps
 //!
-//! * `warden sandboxd --jail pod` jails commands with the `pod` profile, whose network mode is
-//!   `none`: seccomp refuses inet sockets and Landlock allows no TCP connect, so today the
-//!   commands reach nothing, the proxy included, and the proxy variables are inert. They
-//!   become useful once sandboxd lets commands connect to the proxy's port (and only it).
 //! * gVisor does not implement Landlock (google/gvisor#13439), so under
-//!   `runtimeClassName: gvisor` `--jail pod` refuses to start; Kata runs a guest Linux kernel,
-//!   where Landlock works if that kernel enables it.
+//!   `runtimeClassName: gvisor` sandboxd gets `--allow-degraded landlock` and jails commands
+//!   with seccomp, no_new_privs and rlimits only; Kata runs a guest Linux kernel, where
+//!   Landlock works if that kernel enables it and stays required.
 //! * Upstreams on private addresses (`--route openai=http://litellm.internal:4000`) are out of
 //!   reach: the NetworkPolicy and the proxy both refuse private ranges and ports other than
 //!   80 and 443.

@@ -7,15 +7,25 @@
 //! Changes happen through `*at` calls on a directory descriptor obtained that way: a write
 //! goes to a temporary file in the target's directory and is renamed over the target, a
 //! removal never follows a symlink.
+//!
+//! Where the kernel has no `openat2` (gVisor implements none; it answers `ENOSYS`), the same
+//! rule is kept in user space ([`Root::resolve_stepwise`]): the path is walked one component
+//! at a time with `openat(O_NOFOLLOW)` relative to descriptors already held, a symlink is
+//! read and its target walked the same way, `..` pops a descriptor this walk pushed (never
+//! the kernel's `..`), and an absolute target or a `..` above the root fails with `EXDEV`,
+//! as `RESOLVE_BENEATH` does. The kernel never follows a link on our behalf, so a symlink
+//! swapped in mid-walk is read as text and checked, not traversed.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2, renameat};
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat, renameat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat, mkdirat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
@@ -236,13 +246,105 @@ impl Root {
         parse(&self.path, raw)
     }
 
-    /// Opens `parts` beneath the root, with `flags`.
+    /// Opens `parts` beneath the root, with `flags` (never `O_CREAT`): `openat2` with
+    /// `RESOLVE_BENEATH`, or the step-by-step walk where the kernel has no `openat2`.
     pub fn open_beneath(&self, parts: &[String], flags: OFlag) -> Result<OwnedFd, ApiError> {
         let rel = join(parts);
+        if !NO_OPENAT2.load(Ordering::Relaxed) {
+            match self.resolve_openat2(parts, flags) {
+                Err(Errno::ENOSYS) => {
+                    NO_OPENAT2.store(true, Ordering::Relaxed);
+                    tracing::warn!(
+                        "this kernel has no openat2 (gVisor?): paths are resolved step by step"
+                    );
+                }
+                other => return other.map_err(|e| map_errno(e, &rel)),
+            }
+        }
+        self.resolve_stepwise(parts, flags)
+            .map_err(|e| map_errno(e, &rel))
+    }
+
+    fn resolve_openat2(&self, parts: &[String], flags: OFlag) -> Result<OwnedFd, Errno> {
         let how = OpenHow::new()
             .flags(flags | OFlag::O_CLOEXEC)
             .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        openat2(&self.dir, rel.as_str(), how).map_err(|e| map_errno(e, &rel))
+        openat2(&self.dir, join(parts).as_str(), how)
+    }
+
+    /// `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS` in user space, for kernels without
+    /// `openat2`: see the module's documentation. Errors as `openat2`'s: `EXDEV` for an
+    /// escape, `ELOOP` after [`MAX_SYMLINKS`] links.
+    pub(crate) fn resolve_stepwise(
+        &self,
+        parts: &[String],
+        flags: OFlag,
+    ) -> Result<OwnedFd, Errno> {
+        // Directories entered below the root; the root itself is `self.dir`.
+        let mut stack: Vec<OwnedFd> = Vec::new();
+        let mut queue: VecDeque<String> = parts.iter().cloned().collect();
+        let mut links = 0u32;
+        let final_flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        loop {
+            let Some(name) = queue.pop_front() else {
+                // The path ended on a directory already entered (or the root).
+                let cur = stack.last().unwrap_or(&self.dir);
+                return openat(cur, ".", flags | OFlag::O_CLOEXEC, Mode::empty());
+            };
+            match name.as_str() {
+                "" | "." => continue,
+                ".." => {
+                    if stack.pop().is_none() {
+                        return Err(Errno::EXDEV);
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let cur = stack.last().unwrap_or(&self.dir);
+            let last = queue.is_empty();
+            let how = if last {
+                final_flags
+            } else {
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
+            };
+            let opened = openat(cur, name.as_str(), how, Mode::empty());
+            // `O_NOFOLLOW` gives ELOOP (or, with O_DIRECTORY, ENOTDIR) on a symlink, and
+            // with O_PATH the link itself: either way, read it and walk its target.
+            let is_link = match &opened {
+                Ok(fd) => fstat(fd).is_ok_and(|st| {
+                    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK
+                }),
+                Err(Errno::ELOOP | Errno::ENOTDIR) => true,
+                Err(_) => false,
+            };
+            if is_link {
+                match readlinkat(cur, name.as_str()) {
+                    Ok(target) => {
+                        links += 1;
+                        if links > MAX_SYMLINKS {
+                            return Err(Errno::ELOOP);
+                        }
+                        let target = target.to_string_lossy().into_owned();
+                        if target.starts_with('/') {
+                            return Err(Errno::EXDEV);
+                        }
+                        for part in target.split('/').rev() {
+                            queue.push_front(part.to_string());
+                        }
+                        continue;
+                    }
+                    // Not a link after all (or swapped back): the open's own answer stands.
+                    Err(Errno::EINVAL | Errno::ENOENT) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let fd = opened?;
+            if last {
+                return Ok(fd);
+            }
+            stack.push(fd);
+        }
     }
 
     /// Metadata of `parts` (a final symlink inside the root is followed).
@@ -427,6 +529,12 @@ impl Root {
     }
 }
 
+/// Set once `openat2` has answered `ENOSYS`: every later path takes the step-by-step walk.
+static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
+
+/// Symlinks one resolution follows at most, as the kernel's limit.
+const MAX_SYMLINKS: u32 = 40;
+
 fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
@@ -559,6 +667,90 @@ mod tests {
         // With `/` as the root every absolute path is inside.
         assert_eq!(parse(Path::new("/"), "/etc/x").unwrap(), ["etc", "x"]);
         assert_eq!(parse(Path::new("/"), "/").unwrap(), Vec::<String>::new());
+    }
+
+    /// The step-by-step walk (gVisor's path) answers as `openat2(RESOLVE_BENEATH)` does,
+    /// case by case: the same file, or the same errno, for every way out we could think of.
+    #[test]
+    fn stepwise_resolution_matches_openat2() {
+        use std::os::unix::fs::symlink;
+        let tmp = tempfile::tempdir().unwrap();
+        let root_dir = tmp.path().join("root");
+        std::fs::create_dir_all(root_dir.join("a/b")).unwrap();
+        std::fs::write(root_dir.join("a/b/file.txt"), "inside").unwrap();
+        std::fs::write(tmp.path().join("secret.txt"), "outside").unwrap();
+        let links: &[(&str, &str)] = &[
+            ("in", "a/b"),
+            ("in_file", "a/b/file.txt"),
+            ("abs", "/etc"),
+            ("abs_self", "/proc/self/root"),
+            ("up", ".."),
+            ("sibling", "../secret.txt"),
+            ("a/stays", "../a/b"),
+            ("a/b/deep_up", "../../.."),
+            ("a/b/deep_ok", "../../a/./b//file.txt"),
+            ("chain1", "chain2"),
+            ("chain2", "a/stays"),
+            ("loop1", "loop2"),
+            ("loop2", "loop1"),
+            ("dangling", "nothing/here"),
+            ("via_link_up", "in/../../.."),
+        ];
+        for (at, to) in links {
+            symlink(to, root_dir.join(at)).unwrap();
+        }
+        let root = Root::open(&root_dir).unwrap();
+        let paths: &[&str] = &[
+            "",
+            "a",
+            "a/b/file.txt",
+            "in",
+            "in/file.txt",
+            "in_file",
+            "abs",
+            "abs/passwd",
+            "abs_self",
+            "up",
+            "up/secret.txt",
+            "sibling",
+            "a/stays",
+            "a/stays/file.txt",
+            "a/b/deep_up",
+            "a/b/deep_ok",
+            "chain1/file.txt",
+            "loop1",
+            "loop1/x",
+            "dangling",
+            "missing",
+            "a/b/file.txt/x",
+            "via_link_up",
+        ];
+        let flag_sets = [
+            OFlag::O_PATH,
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+            OFlag::O_RDONLY,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+        ];
+        let id = |r: Result<OwnedFd, Errno>| {
+            r.map(|fd| {
+                let st = fstat(&fd).unwrap();
+                (st.st_dev, st.st_ino)
+            })
+        };
+        let mut escapes = 0;
+        for raw in paths {
+            let parts = root.parse(raw).unwrap();
+            for flags in flag_sets {
+                let kernel = id(root.resolve_openat2(&parts, flags));
+                let ours = id(root.resolve_stepwise(&parts, flags));
+                assert_eq!(ours, kernel, "`{raw}` with {flags:?}");
+                if kernel == Err(Errno::EXDEV) {
+                    escapes += 1;
+                }
+            }
+        }
+        // The table does try to get out: abs, abs_self, up, sibling, deep_up, via_link_up.
+        assert!(escapes >= 6 * flag_sets.len(), "{escapes}");
     }
 
     #[test]
