@@ -20,7 +20,9 @@ pub mod metrics;
 pub mod openapi;
 pub mod sandbox_router;
 pub mod store;
+pub mod tasks;
 pub mod testing;
+pub mod testing_git;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,0 +1,1 @@
+//! The git workflow of a task, run in its sandbox (being written).

@@ -1,0 +1,1 @@
+//! The queue workers (being written).

@@ -1,0 +1,1 @@
+//! Task store on SQL (being written).
