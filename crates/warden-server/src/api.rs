@@ -105,6 +105,36 @@ pub(crate) fn routes() -> Vec<Route> {
                 .merge(delete(delete_file)),
         ),
         r("/v1/events", &["get"], true, get(events)),
+        r(
+            "/v1/tasks",
+            &["get", "post"],
+            true,
+            get(crate::api_tasks::list_tasks).post(crate::api_tasks::submit_task),
+        ),
+        r(
+            "/v1/tasks/{id}",
+            &["get"],
+            true,
+            get(crate::api_tasks::get_task),
+        ),
+        r(
+            "/v1/tasks/{id}/cancel",
+            &["post"],
+            true,
+            post(crate::api_tasks::cancel_task),
+        ),
+        r(
+            "/v1/tasks/{id}/events",
+            &["get"],
+            true,
+            get(crate::api_tasks::task_events),
+        ),
+        r(
+            "/v1/tasks/{id}/approvals",
+            &["get"],
+            true,
+            get(crate::api_tasks::task_approvals),
+        ),
         r("/v1/approvals", &["get"], true, get(list_approvals)),
         r(
             "/v1/approvals/{run}/{call}",
@@ -162,6 +192,19 @@ pub async fn healthz() -> impl IntoResponse {
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let sandboxes = state.driver().list().await;
     let pools = state.driver().pools().await;
+    if let Some(tasks) = state.tasks() {
+        match tasks.store().count_by_status().await {
+            Ok(counts) => {
+                let counts: Vec<(&'static str, u64)> =
+                    counts.into_iter().map(|(s, n)| (s.as_str(), n)).collect();
+                state
+                    .metrics()
+                    .tasks()
+                    .set_counts(&counts, tasks.running_here());
+            }
+            Err(e) => tracing::warn!(error = %e, "could not count tasks for /metrics"),
+        }
+    }
     let text = state.metrics().encode(&sandboxes, &pools);
     (
         [(

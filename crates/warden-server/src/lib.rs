@@ -12,6 +12,7 @@
 //! [`AppState`].
 
 pub mod api;
+pub mod api_tasks;
 pub mod auth;
 pub mod client;
 pub mod config;
@@ -51,6 +52,8 @@ pub struct AppState {
     inner: Arc<Inner>,
     /// `<data>/agent-runs`, where `warden agent` runs publish the approvals they wait on.
     agent_runs: Option<Arc<Path>>,
+    /// The task queue and its runner, when this server runs tasks.
+    tasks: Option<tasks::runner::Tasks>,
 }
 
 #[derive(Debug)]
@@ -82,6 +85,7 @@ impl AppState {
                 router_timeout,
             }),
             agent_runs: None,
+            tasks: None,
         }
     }
 
@@ -90,6 +94,17 @@ impl AppState {
     pub fn with_agent_runs(mut self, dir: impl Into<PathBuf>) -> AppState {
         self.agent_runs = Some(Arc::from(dir.into()));
         self
+    }
+
+    /// Serves the task API over `tasks` (whose runner the caller starts).
+    pub fn with_tasks(mut self, tasks: tasks::runner::Tasks) -> AppState {
+        tasks.set_metrics(self.metrics().tasks().clone());
+        self.tasks = Some(tasks);
+        self
+    }
+
+    pub fn tasks(&self) -> Option<&tasks::runner::Tasks> {
+        self.tasks.as_ref()
     }
 
     pub fn driver(&self) -> &Arc<dyn Driver> {

@@ -35,6 +35,76 @@ struct PoolLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    direction: &'static str,
+}
+
+/// The task metrics the runner records into (cheap clones of the registered handles).
+#[derive(Clone, Debug)]
+pub struct TaskMetrics {
+    submitted: Counter,
+    finished: Family<StatusLabels, Counter>,
+    duration: Family<StatusLabels, Histogram>,
+    tokens: Family<TokenLabels, Counter>,
+    by_status: Family<StatusLabels, Gauge>,
+    running_here: Gauge,
+}
+
+impl Default for TaskMetrics {
+    fn default() -> TaskMetrics {
+        TaskMetrics {
+            submitted: Counter::default(),
+            finished: Family::default(),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.5, 2.0, 16))
+            }),
+            tokens: Family::default(),
+            by_status: Family::default(),
+            running_here: Gauge::default(),
+        }
+    }
+}
+
+impl TaskMetrics {
+    pub fn submitted(&self) {
+        self.submitted.inc();
+    }
+
+    /// A task ended on this replica: its status, how long from submission, its tokens.
+    pub fn finished(&self, status: &'static str, seconds: f64, input: u64, output: u64) {
+        self.finished.get_or_create(&StatusLabels { status }).inc();
+        self.duration
+            .get_or_create(&StatusLabels { status })
+            .observe(seconds);
+        self.tokens
+            .get_or_create(&TokenLabels { direction: "input" })
+            .inc_by(input);
+        self.tokens
+            .get_or_create(&TokenLabels {
+                direction: "output",
+            })
+            .inc_by(output);
+    }
+
+    /// Tasks by status across every replica sharing the store (refreshed at scrape time),
+    /// and the tasks (each holding one sandbox) running on this replica.
+    pub fn set_counts(&self, counts: &[(&'static str, u64)], running_here: usize) {
+        self.by_status.clear();
+        for (status, n) in counts {
+            self.by_status
+                .get_or_create(&StatusLabels { status })
+                .set(*n as i64);
+        }
+        self.running_here.set(running_here as i64);
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LaunchLabels {
     launch: &'static str,
 }
@@ -49,6 +119,7 @@ pub struct Metrics {
     pool_ready: Family<PoolLabels, Gauge>,
     pool_replicas: Family<PoolLabels, Gauge>,
     claims: Family<LaunchLabels, Counter>,
+    tasks: TaskMetrics,
 }
 
 const PHASES: [(Phase, &str); 5] = [
@@ -102,7 +173,39 @@ impl Metrics {
             "Claims by launch: warm (a pool member) or cold (created on demand)",
             claims.clone(),
         );
+        let tasks = TaskMetrics::default();
+        registry.register(
+            "tasks_submitted",
+            "Tasks queued through this replica",
+            tasks.submitted.clone(),
+        );
+        registry.register(
+            "tasks_finished",
+            "Tasks that ended on this replica, by final status",
+            tasks.finished.clone(),
+        );
+        registry.register(
+            "task_duration_seconds",
+            "From submission to the end, by final status",
+            tasks.duration.clone(),
+        );
+        registry.register(
+            "task_tokens",
+            "Model tokens used by tasks' agents, input and output",
+            tasks.tokens.clone(),
+        );
+        registry.register(
+            "tasks",
+            "Tasks by status in the store (QUEUED is the queue depth, WAITING_APPROVAL the approvals waiting)",
+            tasks.by_status.clone(),
+        );
+        registry.register(
+            "tasks_running_here",
+            "Tasks running on this replica, each in its own sandbox",
+            tasks.running_here.clone(),
+        );
         Metrics {
+            tasks,
             registry: Mutex::new(registry),
             requests,
             latency,
@@ -126,6 +229,15 @@ impl Metrics {
                 route: route.to_string(),
             })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// The task metrics, for the runner and the API.
+    pub fn tasks(&self) -> &TaskMetrics {
+        &self.tasks
+    }
+
+    pub fn task_submitted(&self) {
+        self.tasks.submitted();
     }
 
     pub fn record_claim(&self, launch: Launch) {

@@ -23,6 +23,7 @@ mod sandbox_cmd;
 mod sandboxd_cmd;
 mod serve_cmd;
 mod skills_cmd;
+mod task_cmd;
 mod trust_cmd;
 
 use std::process::ExitCode;
@@ -55,6 +56,7 @@ enum Command {
     Doctor(doctor::DoctorArgs),
     Serve(Box<serve_cmd::ServeArgs>),
     Sandbox(Box<sandbox_cmd::SandboxArgs>),
+    Task(Box<task_cmd::TaskArgs>),
     Sandboxd(Box<sandboxd_cmd::SandboxdArgs>),
     Skills(skills_cmd::SkillsArgs),
     Permissions(permissions_cmd::PermissionsArgs),
@@ -81,6 +83,7 @@ fn main() -> ExitCode {
         Command::Doctor(args) => doctor::main(args),
         Command::Serve(args) => serve_cmd::main(*args),
         Command::Sandbox(args) => sandbox_cmd::main(*args),
+        Command::Task(args) => task_cmd::main(*args),
         Command::Sandboxd(args) => sandboxd_cmd::main(*args),
         Command::Skills(args) => skills_cmd::main(args),
         Command::Permissions(args) => permissions_cmd::main(args),
@@ -111,9 +114,15 @@ pub async fn stop_signal() -> &'static str {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+    // WARDEN_LOG_FORMAT=json: one JSON object per line (for log collectors).
+    let json = std::env::var("WARDEN_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
 }

@@ -18,7 +18,7 @@ use warden_server::sandbox_router::is_dns_label;
 use crate::EXIT_USAGE;
 
 /// Exit code when the server cannot be reached (EX_UNAVAILABLE).
-const EXIT_UNREACHABLE: u8 = 69;
+pub(crate) const EXIT_UNREACHABLE: u8 = 69;
 /// Exit code when the server refused a call (not found, conflict, ...).
 const EXIT_API: u8 = 1;
 
@@ -181,9 +181,9 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 }
 
 /// Why a command failed, with the exit code it maps to.
-struct Failure {
-    code: u8,
-    message: String,
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) message: String,
 }
 
 impl From<ClientError> for Failure {
@@ -203,7 +203,7 @@ impl From<ClientError> for Failure {
     }
 }
 
-fn usage(message: impl Into<String>) -> Failure {
+pub(crate) fn usage(message: impl Into<String>) -> Failure {
     Failure {
         code: EXIT_USAGE,
         message: message.into(),
@@ -213,7 +213,7 @@ fn usage(message: impl Into<String>) -> Failure {
 type Outcome = Result<ExitCode, Failure>;
 
 /// WARDEN_TOKEN, else the data directory's token file, else none (a --no-auth server).
-fn find_token(data: Option<&Path>) -> Result<Option<String>, Failure> {
+pub(crate) fn find_token(data: Option<&Path>) -> Result<Option<String>, Failure> {
     if let Ok(t) = std::env::var("WARDEN_TOKEN")
         && !t.trim().is_empty()
     {
@@ -414,7 +414,7 @@ fn sandbox_path(id: &str) -> String {
     format!("/v1/sandboxes/{}", encode_segment(id))
 }
 
-fn print_json<T: serde::Serialize>(v: &T) {
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
@@ -431,7 +431,7 @@ fn age(t: SystemTime) -> String {
     short(secs)
 }
 
-fn short(secs: u64) -> String {
+pub(crate) fn short(secs: u64) -> String {
     match secs {
         s if s < 120 => format!("{s}s"),
         s if s < 7200 => format!("{}m", s / 60),
@@ -465,7 +465,7 @@ fn launch_name(info: &SandboxInfo) -> String {
 }
 
 /// Prints rows under headers, columns padded to their widest cell.
-fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {

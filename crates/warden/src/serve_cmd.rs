@@ -3,9 +3,10 @@
 //! driver (`--driver kubernetes`: agent-sandbox resources, reached through the router).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use warden_kube::driver::{DEFAULT_ROUTER_URL, KubeDriver, KubeDriverConfig};
@@ -23,8 +24,23 @@ WARDEN_TOKEN.
 The data directory holds the token, the store (warden.db, SQLite) and the sandboxes. Its
 default is /var/lib/warden for root, else $XDG_DATA_HOME/warden, or ~/.local/share/warden.
 
-The tool calls that `warden agent` runs (with the same data directory) wait on are listed and
-answered under /v1/approvals, as `warden approvals` does.
+Tasks (`POST /v1/tasks`, `warden task submit`) run unattended: each is queued in the task store
+(SQLite in the data directory, or --database postgres://... shared by several replicas), claimed
+by a runner when one of --task-concurrency slots is free, and given its own sandbox from its
+template (--task-template when it names none), where the repository is cloned through the
+sandbox's egress proxy (so the template's policy must allow the repository's host, and a
+credential route for the host injects the token), the new branch created, the agent run, and
+the result committed (--git-author) and pushed. The sandbox is deleted afterwards. A task that
+runs past its timeout (--task-timeout when it names none) ends TIMED_OUT. A task this replica
+was running when it stopped is failed at the next start; one whose replica stopped renewing
+its lease is failed by the others. Metrics under warden_serve_task*. With
+OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) set, each task is one trace
+over OTLP/HTTP following the GenAI conventions (invoke_agent, chat, execute_tool spans), and
+agents that honour it get TRACEPARENT. WARDEN_LOG_FORMAT=json logs one JSON object per line.
+
+The tool calls that `warden agent` runs and tasks' agents (with the same data directory) wait
+on are listed and answered under /v1/approvals, as `warden approvals` and `warden task approve`
+do.
 
 Requests carrying X-Sandbox-ID, on any path, follow the kubernetes-sigs/agent-sandbox router
 contract: they are forwarded to that sandbox's runtime server (X-Sandbox-Port, default 8888).
@@ -66,6 +82,8 @@ Examples:
   warden serve
   warden serve --listen 127.0.0.1:7070 --data /srv/warden --config warden-serve.toml
   warden serve --listen 0.0.0.0:7070            # other machines need the token
+  warden serve --model anthropic/claude-sonnet-4-5 --task-concurrency 4 --git-author \"Bot <bot@example.com>\"
+  warden serve --database postgres://warden@db.internal/warden   # replicas share the task queue
   warden serve --driver kubernetes --namespace agents --router-token-file /etc/warden/router-token";
 
 /// Where sandboxes run.
@@ -113,6 +131,57 @@ pub struct ServeArgs {
     /// [default: ghcr.io/warden-sandbox/warden:<this version>].
     #[arg(long, value_name = "IMAGE")]
     image: Option<String>,
+    /// The task queue's database: SQLite in the data directory (default), or
+    /// postgres://USER@HOST/DB, which several `warden serve` replicas can share.
+    #[arg(long, value_name = "URL", env = "WARDEN_DATABASE")]
+    database: Option<String>,
+    /// Tasks this replica runs at once, each in its own sandbox.
+    #[arg(long, value_name = "N", default_value_t = 10,
+        value_parser = clap::value_parser!(u32).range(1..=1000))]
+    task_concurrency: u32,
+    /// The template a task's sandbox is made from when the task names none. A template
+    /// `default` (the `default` profile) is created when none exists.
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    task_template: String,
+    /// A task's timeout when it names none (e.g. 30m, 2h).
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_duration)]
+    task_timeout: Duration,
+    /// The model of tasks that name none, as `warden agent --model` takes it.
+    #[arg(long, value_name = "MODEL", env = "WARDEN_MODEL")]
+    model: Option<String>,
+    /// The author of tasks' commits, as "Name <email>" [warden <warden@localhost>].
+    #[arg(long, value_name = "AUTHOR", value_parser = parse_author)]
+    git_author: Option<(String, String)>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    warden_server::tasks::model::TimeoutValue::Text(s.to_string()).to_duration()
+}
+
+/// "Name <email>".
+fn parse_author(s: &str) -> Result<(String, String), String> {
+    let bad = || format!("`{s}` is not an author; write it as \"Name <email@example.com>\"");
+    let (name, rest) = s.split_once('<').ok_or_else(bad)?;
+    let email = rest.strip_suffix('>').ok_or_else(bad)?.trim();
+    let name = name.trim();
+    if name.is_empty() || email.is_empty() || !email.contains('@') || email.contains(['<', '>']) {
+        return Err(bad());
+    }
+    if s.chars().any(char::is_control) {
+        return Err(bad());
+    }
+    Ok((name.to_string(), email.to_string()))
+}
+
+/// What the task runner is set up with.
+#[derive(Debug, Clone)]
+struct TaskFlags {
+    database: Option<String>,
+    concurrency: u32,
+    template: String,
+    timeout: Duration,
+    model: Option<String>,
+    author: Option<(String, String)>,
 }
 
 /// The driver flags, checked before anything starts.
@@ -228,11 +297,51 @@ pub fn main(args: ServeArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(StartError::Host(format!("cannot start the runtime: {e}"))),
     };
-    runtime.block_on(serve(args.listen, data, config, auth, choice))
+    if !warden_server::sandbox_router::is_dns_label(&args.task_template) {
+        return fail(StartError::Usage(format!(
+            "--task-template: `{}` is not a template name (lower-case letters, digits and `-`)",
+            args.task_template
+        )));
+    }
+    let tasks = TaskFlags {
+        database: args.database.clone(),
+        concurrency: args.task_concurrency,
+        template: args.task_template.clone(),
+        timeout: args.task_timeout,
+        model: args.model.clone(),
+        author: args.git_author.clone(),
+    };
+    runtime.block_on(serve(args.listen, data, config, auth, choice, tasks))
+}
+
+/// This replica's name in the task store: kept in `<data>/replica-id`, so that after a
+/// restart it knows which running tasks were its own.
+fn replica_id(data: &Path) -> Result<String, StartError> {
+    let path = data.join("replica-id");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        let s = s.trim();
+        if !s.is_empty() && s.len() <= 100 && s.chars().all(|c| c.is_ascii_graphic()) {
+            return Ok(s.to_string());
+        }
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| {
+            !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-.".contains(c))
+        })
+        .unwrap_or_else(|| "host".into());
+    let suffix = warden_server::tasks::model::new_task_id();
+    let id = format!("{host}-{}", &suffix["task-".len()..][..8]);
+    std::fs::write(&path, format!("{id}\n"))
+        .map_err(|e| StartError::Host(format!("{}: {e}", path.display())))?;
+    Ok(id)
 }
 
 /// The driver behind the API.
-fn local_driver(data: &std::path::Path, store: &Store) -> Result<Arc<dyn Driver>, StartError> {
+fn local_driver(data: &Path, store: &Store) -> Result<Arc<dyn Driver>, StartError> {
     let cfg = LocalConfig::new(data)
         .map_err(|e| StartError::Host(format!("cannot find the warden binary: {e}")))?;
     let driver = LocalDriver::new(cfg, Arc::new(store.clone())).map_err(|e| match e {
@@ -270,6 +379,7 @@ async fn serve(
     config: Option<warden_server::ServeConfig>,
     auth: Auth,
     choice: DriverChoice,
+    task_flags: TaskFlags,
 ) -> ExitCode {
     let store = match Store::open(&data).await {
         Ok(s) => s,
@@ -297,6 +407,26 @@ async fn serve(
     if let Err(e) = warden_server::bootstrap(driver.as_ref(), &store, config.as_ref()).await {
         return fail(e);
     }
+    let task_store = match warden_server::tasks::store_sql::open_task_store(
+        task_flags.database.as_deref(),
+        &data,
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            return fail(match &e {
+                warden_server::tasks::store::TaskStoreError::Open { .. } => {
+                    StartError::Usage(format!("--database: {e}"))
+                }
+                _ => StartError::Host(e.to_string()),
+            });
+        }
+    };
+    let tasks = match start_tasks(&data, driver.clone(), &store, task_store, &task_flags).await {
+        Ok(t) => t,
+        Err(e) => return fail(e),
+    };
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -316,15 +446,66 @@ async fn serve(
         "warden serve: listening on http://{local} ({auth_note}); data in {}{where_note}",
         data.display()
     );
-    let state = AppState::new(driver, store, auth).with_agent_runs(data.join("agent-runs"));
+    let state = AppState::new(driver, store, auth)
+        .with_agent_runs(data.join("agent-runs"))
+        .with_tasks(tasks.clone());
+    let _runner = tasks.start();
     let shutdown = async {
         let stop = crate::stop_signal().await;
         say!("warden serve: {stop}, stopping");
     };
-    match warden_server::serve(listener, state, shutdown).await {
+    let served = warden_server::serve(listener, state, shutdown).await;
+    // The last spans go out before the process does.
+    tasks.config().telemetry.shutdown().await;
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(StartError::Host(format!("serving: {e}"))),
     }
+}
+
+/// The task queue's runner over `driver`: the task template made when missing, the
+/// built-in agents, the flags' defaults.
+async fn start_tasks(
+    data: &Path,
+    driver: Arc<dyn Driver>,
+    store: &Store,
+    task_store: Arc<dyn warden_server::tasks::TaskStore>,
+    flags: &TaskFlags,
+) -> Result<warden_server::tasks::runner::Tasks, StartError> {
+    use warden_server::tasks::runner::{RunnerConfig, Tasks};
+    if flags.template == "default" && !driver.templates().await.iter().any(|t| t.name == "default")
+    {
+        let template = warden_sandbox::Template {
+            name: "default".into(),
+            policy: toml::Table::from_iter([("profile".to_string(), toml::Value::from("default"))]),
+            shutdown_after: None,
+            idle_timeout: None,
+            workspace_quota: None,
+        };
+        driver
+            .put_template(template.clone())
+            .await
+            .map_err(|e| StartError::Host(format!("the default task template: {e}")))?;
+        store
+            .put_template(&template)
+            .await
+            .map_err(|e| StartError::Host(e.to_string()))?;
+    }
+    let mut cfg = RunnerConfig::new(replica_id(data)?, data.join("agent-runs"));
+    cfg.concurrency = flags.concurrency as usize;
+    cfg.defaults.template = flags.template.clone();
+    cfg.defaults.timeout = flags.timeout;
+    cfg.defaults.model = flags.model.clone();
+    if let Some((name, email)) = &flags.author {
+        cfg.git.author_name = name.clone();
+        cfg.git.author_email = email.clone();
+    }
+    // OpenTelemetry traces of tasks, when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set.
+    use warden_server::tasks::telemetry::{Telemetry, TelemetryConfig};
+    let otel = TelemetryConfig::from_env().map_err(|e| StartError::Usage(e.to_string()))?;
+    cfg.telemetry = Telemetry::start(&otel).map_err(|e| StartError::Usage(e.to_string()))?;
+    let agents = warden_server::tasks::agents::BuiltinAgents::new(data);
+    Ok(Tasks::new(task_store, driver, Arc::new(agents), cfg))
 }
 
 #[cfg(test)]

@@ -81,6 +81,10 @@ pub enum DefaultPolicy {
     AskAll,
     /// Every unmatched call is denied (for runs with nobody to ask).
     DenyAll,
+    /// Every unmatched call is allowed: unattended tasks, whose sandbox is the boundary
+    /// (`warden serve`'s task runner). Deny and ask rules still apply, and a command that
+    /// cannot be analysed (so could slip past them) is still asked.
+    AllowAll,
 }
 
 /// Where a call is decided: directories the rules and the call's paths are relative to.
@@ -271,6 +275,7 @@ fn default_decision(
         DefaultPolicy::Standard if reads_inside => Decision::Allow(basis),
         DefaultPolicy::Standard | DefaultPolicy::AskAll => Decision::Ask(basis),
         DefaultPolicy::DenyAll => Decision::Deny(basis),
+        DefaultPolicy::AllowAll => Decision::Allow(basis),
     }
 }
 

@@ -398,6 +398,21 @@ fn the_default_is_a_parameter() {
     assert_eq!(decide(&rules, &read, &ctx).effect(), Deny);
     assert_eq!(decide(&rules, &bash, &ctx).effect(), Deny);
     assert_eq!(decide(&rules, &odd, &ctx).effect(), Deny);
+    ctx.default = DefaultPolicy::AllowAll;
+    assert_eq!(decide(&rules, &read, &ctx).effect(), Allow);
+    assert_eq!(decide(&rules, &bash, &ctx).effect(), Allow);
+    // A command that cannot be analysed could slip past a rule: still asked.
+    assert_eq!(decide(&rules, &odd, &ctx).effect(), Ask);
+    // Rules still bind.
+    let (rules, _) = RuleSet::new(&[warden(&["Bash(touch:*)"], &["Bash(rm:*)"], &[])]);
+    assert_eq!(
+        decide(&rules, &"Bash(rm -rf x)".parse().unwrap(), &ctx).effect(),
+        Deny
+    );
+    assert_eq!(
+        decide(&rules, &"Bash(touch x)".parse().unwrap(), &ctx).effect(),
+        Ask
+    );
 }
 
 #[test]

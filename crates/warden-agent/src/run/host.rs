@@ -41,15 +41,20 @@ impl ToolHost for DriverHost {
     }
 
     async fn exec(&self, request: ExecRequest) -> Result<ExecResult, DriverError> {
-        self.driver.exec(&self.sandbox, request).await
+        self.driver
+            .exec(&self.sandbox, self.in_workspace(request))
+            .await
     }
 
     async fn exec_stream(&self, request: ExecRequest) -> Result<ExecSession, DriverError> {
-        self.driver.exec_stream(&self.sandbox, request).await
+        self.driver
+            .exec_stream(&self.sandbox, self.in_workspace(request))
+            .await
     }
 
     async fn read_file(&self, rel: &str, max: usize) -> Result<(Vec<u8>, bool), DriverError> {
-        let mut stream = self.driver.read_file(&self.sandbox, rel).await?;
+        let path = self.path(rel);
+        let mut stream = self.driver.read_file(&self.sandbox, &path).await?;
         let mut out = Vec::new();
         while let Some(chunk) = stream.next().await {
             let chunk =
@@ -68,7 +73,30 @@ impl ToolHost for DriverHost {
         let body: warden_sandbox::ByteStream = Box::pin(futures_util::stream::once(async move {
             Ok::<Bytes, std::io::Error>(Bytes::from(data))
         }));
-        self.driver.write_file(&self.sandbox, rel, None, body).await
+        self.driver
+            .write_file(&self.sandbox, &self.path(rel), None, body)
+            .await
+    }
+}
+
+impl DriverHost {
+    /// Commands start in the workspace unless they name a directory: it need not be the
+    /// sandbox's root (a task's checkout is a directory of it).
+    fn in_workspace(&self, mut request: ExecRequest) -> ExecRequest {
+        if request.cwd.is_none() {
+            request.cwd = Some(self.workspace.to_string_lossy().into_owned());
+        }
+        request
+    }
+
+    /// A workspace-relative path as the sandbox's file API takes it (absolute paths inside
+    /// its root are accepted).
+    fn path(&self, rel: &str) -> String {
+        if rel.is_empty() {
+            self.workspace.to_string_lossy().into_owned()
+        } else {
+            self.workspace.join(rel).to_string_lossy().into_owned()
+        }
     }
 }
 

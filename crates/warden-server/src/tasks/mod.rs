@@ -12,6 +12,7 @@
 //! * [`runner`]: the queue workers, timeouts, cancellation and restart recovery.
 //! * [`telemetry`]: OpenTelemetry GenAI spans for a task's run.
 
+pub mod agents;
 pub mod git;
 pub mod model;
 pub mod runner;

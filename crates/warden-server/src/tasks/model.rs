@@ -18,7 +18,19 @@ pub const MAX_TASK_LEN: usize = 100_000;
 pub const MAX_ENV: usize = 64;
 
 /// Where a task is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TaskStatus {
     /// Waiting for a free runner.
@@ -77,7 +89,10 @@ impl TaskStatus {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Canceled | TaskStatus::TimedOut
+            TaskStatus::Succeeded
+                | TaskStatus::Failed
+                | TaskStatus::Canceled
+                | TaskStatus::TimedOut
         )
     }
 
@@ -94,7 +109,7 @@ impl fmt::Display for TaskStatus {
 }
 
 /// Which agent works on the task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum AgentKind {
     /// warden's own agent loop, with any model.
@@ -170,7 +185,7 @@ impl TimeoutValue {
 }
 
 /// What a client sends to `POST /v1/tasks`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSubmission {
     /// The repository to clone: an `https://` (or `http://`) URL, without credentials.
@@ -194,6 +209,7 @@ pub struct TaskSubmission {
     pub template: Option<String>,
     /// Seconds, or a duration such as `"30m"`. Default: 30 minutes.
     #[serde(default)]
+    #[schema(value_type = Option<String>, example = "30m")]
     pub timeout: Option<TimeoutValue>,
     /// Extra environment variables for the agent's commands.
     #[serde(default)]
@@ -236,7 +252,7 @@ impl Default for TaskDefaults {
 }
 
 /// A validated submission with the defaults applied: what the runner works from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskSpec {
     pub repo: String,
     pub task: String,
@@ -307,8 +323,7 @@ impl TaskSubmission {
         {
             bad(
                 "model",
-                "must be 1 to 200 printable characters, such as anthropic/claude-sonnet-4-5"
-                    .into(),
+                "must be 1 to 200 printable characters, such as anthropic/claude-sonnet-4-5".into(),
             );
         }
         let template = self
@@ -540,25 +555,29 @@ impl<'de> Deserialize<'de> for Timestamp {
 }
 
 /// Tokens a task's agent used.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenUsage {
     pub input_tokens: u64,
     pub output_tokens: u64,
 }
 
 /// A task: its spec, where it is, and what came of it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Task {
     /// `task-` and 12 random characters.
     pub id: String,
     pub status: TaskStatus,
     #[serde(flatten)]
     pub spec: TaskSpec,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub started_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<Timestamp>,
     /// The commit pushed to `new_branch`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -640,15 +659,17 @@ pub fn is_task_id(s: &str) -> bool {
 }
 
 /// One entry of a task's log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskEvent {
     /// Increasing within a task, from 1.
     pub seq: i64,
+    #[schema(value_type = String, format = DateTime)]
     pub time: Timestamp,
     /// `status` (`{status, reason?}`), `step` (`{step, ...}`: sandbox, clone, branch, agent,
     /// commit, push), `log` (`{stream, text}`: git's and the agent's output), `agent` (one
     /// `AgentEvent` as JSON).
     pub kind: String,
+    #[schema(value_type = Object)]
     pub data: Value,
 }
 
@@ -745,28 +766,8 @@ mod tests {
             assert_eq!(check_branch(ok), Ok(()), "{ok}");
         }
         for bad in [
-            "",
-            "-x",
-            "a..b",
-            "a//b",
-            "/a",
-            "a/",
-            "a.",
-            "a b",
-            "a~1",
-            "a^",
-            "a:b",
-            "a?",
-            "a*",
-            "a[",
-            "a\\b",
-            ".hidden",
-            "x/.y",
-            "x.lock",
-            "@",
-            "a@{1}",
-            "HEAD",
-            "a\u{7f}",
+            "", "-x", "a..b", "a//b", "/a", "a/", "a.", "a b", "a~1", "a^", "a:b", "a?", "a*",
+            "a[", "a\\b", ".hidden", "x/.y", "x.lock", "@", "a@{1}", "HEAD", "a\u{7f}",
         ] {
             assert!(check_branch(bad).is_err(), "{bad:?}");
         }

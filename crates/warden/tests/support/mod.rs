@@ -260,10 +260,16 @@ impl Drop for Server {
 
 /// Starts `warden serve` on a free port and waits for its "listening on" line.
 pub fn serve(data: &Path, extra: &[&str]) -> Server {
+    serve_env(data, extra, &[])
+}
+
+/// [`serve`] with more variables in the server's environment.
+pub fn serve_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
     let mut child = Command::new(WARDEN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .args(extra)
+        .envs(env.iter().copied())
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
