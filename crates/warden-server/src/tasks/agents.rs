@@ -15,7 +15,7 @@ use warden_agent::run::{
     OnTimeout, PrepareOptions, Price, RunDir, RunOutcome, RunState, RunStatus, prepare,
     system_prompt, tools,
 };
-use warden_agent::trust::FileTrustStore;
+use warden_agent::trust::MemoryTrustStore;
 use warden_sandboxd::proto::{Command, ExecRequest};
 
 use super::model::AgentKind;
@@ -24,7 +24,7 @@ use super::runner::{AgentRun, TaskAgent};
 /// The agents of `warden serve`.
 #[derive(Debug, Clone)]
 pub struct BuiltinAgents {
-    /// The server's data directory (trust pins live under it).
+    /// The server's data directory.
     pub data_dir: PathBuf,
     /// Model calls per task.
     pub max_turns: u32,
@@ -111,7 +111,11 @@ impl BuiltinAgents {
                 run.checkout
             ));
         }
-        let trust_store = FileTrustStore::in_data_dir(&self.data_dir.join("tasks"));
+        // Each task reads a fresh clone whose path is new, so pins by path would never match
+        // a later task: the instructions are hashed into the run's trust report (its
+        // transcript) but not pinned across tasks. The submitter, who holds the API token,
+        // chose the repository. Pinning by repository URL is future work.
+        let trust_store = MemoryTrustStore::default();
         let prepared = match prepare(&PrepareOptions {
             repo: Some(&root),
             cwd: &root,
