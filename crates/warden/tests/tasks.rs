@@ -142,6 +142,7 @@ fn start_server(data: &DataDir, cfg: &Path, llm_url: &str, extra: &[&str]) -> Se
             ("ANTHROPIC_BASE_URL", llm_url),
             ("ANTHROPIC_API_KEY", "test-key"),
             ("WARDEN_LOG", "info"),
+            ("WARDEN_LOG_FORMAT", "json"),
         ],
     )
 }
@@ -295,6 +296,17 @@ async fn a_task_clones_runs_the_agent_commits_and_pushes() {
         metrics.contains("warden_serve_tasks{status=\"SUCCEEDED\"} 1"),
         "{metrics}"
     );
+
+    // WARDEN_LOG_FORMAT=json: the server's log lines are JSON objects, the task's end among
+    // them.
+    let log = w.server.as_ref().unwrap().log.lock().unwrap().clone();
+    let finished = log
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|j| j["message"] == "task finished" && j["task"] == id.as_str())
+        .unwrap_or_else(|| panic!("no JSON `task finished` line in:\n{}", log.join("\n")));
+    assert_eq!(finished["status"], "SUCCEEDED");
+    assert_eq!(finished["level"], "INFO");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -625,12 +625,22 @@ impl Tasks {
         step("sandbox", json!({"template": task.spec.template}));
         let mut labels = std::collections::BTreeMap::new();
         labels.insert("warden.task".to_string(), id.clone());
+        // The trace context reaches every command of the sandbox (agents and tools that
+        // honour TRACEPARENT join the task's trace).
+        let mut env = task.spec.env.clone();
+        if let Some(tp) = trace
+            .lock()
+            .ok()
+            .and_then(|t| t.as_ref().and_then(|t| t.traceparent()))
+        {
+            env.insert("TRACEPARENT".into(), tp);
+        }
         let request = CreateRequest {
             template: task.spec.template.clone(),
             // The sandbox outlives a lost runner by at most the task's timeout and a minute.
             shutdown_after: Some(Duration::from_secs(task.spec.timeout_secs + 60)),
             idle_timeout: None,
-            env: task.spec.env.clone(),
+            env,
             labels,
             workspace: None,
         };

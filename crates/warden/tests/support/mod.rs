@@ -236,6 +236,8 @@ pub fn wait_exit(child: &mut Child, timeout: Duration, hang: &str) -> std::proce
 pub struct Server {
     pub child: Child,
     pub url: String,
+    /// Every line the server wrote on stderr so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -276,9 +278,14 @@ pub fn serve_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = log.clone();
     std::thread::spawn(move || {
         let mut lines = BufReader::new(stderr).lines();
         for line in lines.by_ref().map_while(Result::ok) {
+            if let Ok(mut l) = keep.lock() {
+                l.push(line.clone());
+            }
             if let Some(rest) = line.split("listening on ").nth(1) {
                 let url = rest.split_whitespace().next().unwrap().to_string();
                 let _ = tx.send(Ok(url));
@@ -288,7 +295,7 @@ pub fn serve_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         }
     });
     match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(Ok(url)) => Server { child, url },
+        Ok(Ok(url)) => Server { child, url, log },
         Ok(Err(line)) => panic!("warden serve failed: {line}"),
         Err(_) => panic!("warden serve did not start"),
     }
