@@ -21,6 +21,23 @@ use warden_sandbox::{PoolSpec, SandboxEvent, SandboxRecord, SandboxStore, Templa
 const MIGRATIONS: &[(i64, &str, &str)] =
     &[(1, "init", include_str!("../migrations/0001_init.sql"))];
 
+/// A migrator over migrations embedded as (version, description, SQL).
+pub(crate) fn embedded_migrator(list: &'static [(i64, &'static str, &'static str)]) -> Migrator {
+    let migrations = list
+        .iter()
+        .map(|(version, description, sql)| {
+            Migration::new(
+                *version,
+                Cow::Borrowed(*description),
+                MigrationType::Simple,
+                sqlx::SqlSafeStr::into_sql_str(*sql),
+                false,
+            )
+        })
+        .collect();
+    Migrator::with_migrations(migrations)
+}
+
 /// Events kept in the store; older ones are pruned.
 const EVENTS_KEPT: i64 = 100_000;
 
@@ -109,21 +126,7 @@ impl Store {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let migrations = MIGRATIONS
-            .iter()
-            .map(|(version, description, sql)| {
-                Migration::new(
-                    *version,
-                    Cow::Borrowed(*description),
-                    MigrationType::Simple,
-                    sqlx::SqlSafeStr::into_sql_str(*sql),
-                    false,
-                )
-            })
-            .collect();
-        Migrator::with_migrations(migrations)
-            .run(&self.pool)
-            .await?;
+        embedded_migrator(MIGRATIONS).run(&self.pool).await?;
         Ok(())
     }
 

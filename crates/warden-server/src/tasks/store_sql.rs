@@ -25,7 +25,6 @@
 //! different tasks. An event's `seq` comes from the task row's `last_event_seq`, incremented
 //! in the transaction that inserts the event (the row lock orders concurrent appends).
 
-use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -35,7 +34,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use sqlx::AssertSqlSafe;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -397,19 +395,7 @@ impl SqlTaskStore {
     /// runs it; on Postgres, sqlx holds an advisory lock meanwhile, so replicas starting
     /// together do not race.
     pub async fn migrate(&self) -> Result<(), TaskStoreError> {
-        let migrations = MIGRATIONS
-            .iter()
-            .map(|(version, description, sql)| {
-                Migration::new(
-                    *version,
-                    Cow::Borrowed(*description),
-                    MigrationType::Simple,
-                    sqlx::SqlSafeStr::into_sql_str(*sql),
-                    false,
-                )
-            })
-            .collect();
-        let mut migrator = Migrator::with_migrations(migrations);
+        let mut migrator = crate::store::embedded_migrator(MIGRATIONS);
         migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
         with_pool!(self, pool => migrator.run(pool).await)
             .map_err(|e| TaskStoreError::Migrate(e.to_string()))
