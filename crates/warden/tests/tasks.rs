@@ -475,6 +475,7 @@ async fn an_approval_pauses_the_task_until_a_person_answers() {
     let repos = tempfile::tempdir().unwrap();
     let git = git_server(repos.path()).await;
     let llm = ScriptedLlm::start(vec![
+        Turn::tool_call("toolu_no", "Bash", json!({"command": "touch denied.txt"})),
         Turn::tool_call(
             "toolu_ask",
             "Bash",
@@ -488,7 +489,21 @@ async fn an_approval_pauses_the_task_until_a_person_answers() {
     let w = World::start(data, cfg, &llm, &[]);
 
     let id = w.submit(json!({"repo": repo_url(&git), "task": "Touch approved.txt"}));
+    // The first call is refused, with a reason the model gets.
     w.wait_status(&id, &["WAITING_APPROVAL"], Duration::from_secs(120));
+    let out = w.cli(&["deny", &id, "toolu_no", "--reason", "not that one"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the second call to wait", Duration::from_secs(60), || {
+        let r = w.api.get(&format!("/v1/tasks/{id}/approvals")).json();
+        r.as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["call_id"] == "toolu_ask")
+    });
     let pending = w.cli(&["approvals", &id]);
     let listing = String::from_utf8_lossy(&pending.stdout);
     assert!(listing.contains("toolu_ask"), "{listing}");
@@ -508,6 +523,17 @@ async fn an_approval_pauses_the_task_until_a_person_answers() {
     )
     .unwrap();
     assert!(files.contains("approved.txt"), "{files}");
+    assert!(!files.contains("denied.txt"), "{files}");
+    let denied = llm
+        .requests()
+        .iter()
+        .find_map(|r| {
+            r.tool_results()
+                .into_iter()
+                .find(|(id, _)| id == "toolu_no")
+        })
+        .expect("the model was told");
+    assert!(denied.1.contains("not that one"), "{denied:?}");
     let statuses: Vec<String> = w
         .events(&id)
         .iter()
@@ -518,6 +544,8 @@ async fn an_approval_pauses_the_task_until_a_person_answers() {
         statuses,
         [
             "QUEUED",
+            "RUNNING",
+            "WAITING_APPROVAL",
             "RUNNING",
             "WAITING_APPROVAL",
             "RUNNING",

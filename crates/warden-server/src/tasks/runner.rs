@@ -554,15 +554,18 @@ impl Tasks {
     async fn set_status(&self, shared: &Arc<Mutex<Task>>, status: TaskStatus) {
         let id = {
             let Ok(mut t) = shared.lock() else { return };
-            if t.status == status {
+            // An end, once set, stays.
+            if t.status == status || t.status.is_terminal() {
                 return;
             }
             t.status = status;
             t.id.clone()
         };
-        let _ = self.save(shared).await;
-        self.record(&id, "status", json!({"status": status.as_str()}))
-            .await;
+        // Only while this runner still holds the task (not after its end was written).
+        if let Ok(Some(_)) = self.save(shared).await {
+            self.record(&id, "status", json!({"status": status.as_str()}))
+                .await;
+        }
     }
 
     /// Sandbox, clone and branch, agent, commit and push.
@@ -574,12 +577,20 @@ impl Tasks {
         // Log lines (from synchronous callbacks) reach the store in order through one
         // writer.
         let (log_tx, mut log_rx) = mpsc::unbounded_channel::<(String, Value)>();
+        // Status changes the agent's events cause go the same way, so they keep their order.
         let writer = {
             let this = self.clone();
             let id = id.clone();
+            let shared = shared.clone();
             tokio::spawn(async move {
                 while let Some((kind, data)) = log_rx.recv().await {
-                    this.record(&id, &kind, data).await;
+                    if kind == SET_STATUS {
+                        if let Some(s) = data.as_str().and_then(|s| TaskStatus::parse(s).ok()) {
+                            this.set_status(&shared, s).await;
+                        }
+                    } else {
+                        this.record(&id, &kind, data).await;
+                    }
                 }
             })
         };
@@ -712,7 +723,6 @@ impl Tasks {
         );
         let events = {
             let tx = log_tx.clone();
-            let this = self.clone();
             let shared = shared.clone();
             let trace = trace.clone();
             Arc::new(move |e: AgentEvent| {
@@ -723,18 +733,14 @@ impl Tasks {
                 }
                 match &e {
                     AgentEvent::ApprovalRequested { .. } => {
-                        let this = this.clone();
-                        let shared = shared.clone();
-                        tokio::spawn(async move {
-                            this.set_status(&shared, TaskStatus::WaitingApproval).await
-                        });
+                        let _ = tx.send((
+                            SET_STATUS.into(),
+                            Value::from(TaskStatus::WaitingApproval.as_str()),
+                        ));
                     }
                     AgentEvent::ApprovalAnswered { .. } => {
-                        let this = this.clone();
-                        let shared = shared.clone();
-                        tokio::spawn(
-                            async move { this.set_status(&shared, TaskStatus::Running).await },
-                        );
+                        let _ =
+                            tx.send((SET_STATUS.into(), Value::from(TaskStatus::Running.as_str())));
                     }
                     AgentEvent::Assistant { usage, .. } => {
                         if let Ok(mut t) = shared.lock() {
@@ -839,6 +845,9 @@ impl Tasks {
         }
     }
 }
+
+/// The writer's message that changes the task's status rather than logging.
+const SET_STATUS: &str = "\0set_status";
 
 /// A task's trace while it runs (taken out to finish it).
 type Trace = Arc<Mutex<Option<super::telemetry::TaskTrace>>>;
