@@ -704,6 +704,14 @@ async fn events_are_numbered_per_task(db: &Db) {
     let store = db.open().await;
     store.insert(&task("task-a", REPO_A, 1_000)).await.unwrap();
     store.insert(&task("task-b", REPO_A, 1_000)).await.unwrap();
+    // The insert wrote the first event itself: QUEUED, seq 1, at the task's creation.
+    let first = store.events("task-a", 0, 10).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        (first[0].seq, first[0].time, first[0].kind.as_str()),
+        (1, Timestamp(1_000), "status")
+    );
+    assert_eq!(first[0].data, json!({"status": "QUEUED"}));
     for n in 1..=5 {
         let e = store
             .append_event(
@@ -716,7 +724,7 @@ async fn events_are_numbered_per_task(db: &Db) {
             .unwrap();
         assert_eq!(
             (e.seq, e.time, e.kind.as_str()),
-            (n, Timestamp(2_000 + n), "log")
+            (n + 1, Timestamp(2_000 + n), "log")
         );
         if n <= 2 {
             let e = store
@@ -728,20 +736,20 @@ async fn events_are_numbered_per_task(db: &Db) {
                 )
                 .await
                 .unwrap();
-            assert_eq!(e.seq, n);
+            assert_eq!(e.seq, n + 1);
         }
     }
-    let a = store.events("task-a", 0, 100).await.unwrap();
-    assert_eq!(a.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    let a = store.events("task-a", 1, 100).await.unwrap();
+    assert_eq!(a.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3, 4, 5, 6]);
     assert_eq!(a[2].data, json!({"text": "line 3"}));
     assert_eq!(a[2].time, Timestamp(2_003));
-    let page = store.events("task-a", 2, 2).await.unwrap();
-    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4]);
+    let page = store.events("task-a", 3, 2).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5]);
     assert_eq!(page[..], a[2..4]);
-    assert_eq!(store.events("task-a", 5, 10).await.unwrap(), []);
+    assert_eq!(store.events("task-a", 6, 10).await.unwrap(), []);
     assert_eq!(store.events("task-a", 0, 0).await.unwrap(), []);
-    let b = store.events("task-b", 0, 100).await.unwrap();
-    assert_eq!(b.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+    let b = store.events("task-b", 1, 100).await.unwrap();
+    assert_eq!(b.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
     assert_eq!(b[0].data, json!({"status": "RUNNING"}));
     assert_eq!(store.events("task-none", 0, 100).await.unwrap(), []);
     assert!(
@@ -751,7 +759,7 @@ async fn events_are_numbered_per_task(db: &Db) {
             .is_err()
     );
 
-    // Appends from two handles at once still number the log 1, 2, 3, ... without gaps.
+    // Appends from two handles at once still number the log 2, 3, 4, ... without gaps.
     store.insert(&task("task-c", REPO_A, 1_000)).await.unwrap();
     let other = Arc::new(db.open().await);
     let store = Arc::new(store);
@@ -776,7 +784,7 @@ async fn events_are_numbered_per_task(db: &Db) {
     let c = store.events("task-c", 0, 500).await.unwrap();
     assert_eq!(
         c.iter().map(|e| e.seq).collect::<Vec<_>>(),
-        (1..=40).collect::<Vec<_>>()
+        (1..=41).collect::<Vec<_>>()
     );
 }
 
@@ -871,7 +879,7 @@ async fn persists_and_migrations_rerun(db: &Db) {
         .append_event(&claimed.id, Timestamp(1_700_000_002_000), "log", &json!({}))
         .await
         .unwrap();
-    assert_eq!(next.seq, 2);
+    assert_eq!(next.seq, 3);
     // The idempotency key still holds.
     let mut retry = full_task("task-other");
     retry.created_at = Timestamp(5);
@@ -934,7 +942,7 @@ async fn sqlite_in_memory_works() {
         .append_event("task-m", Timestamp(4), "log", &json!(1))
         .await
         .unwrap();
-    assert_eq!(store.events("task-m", 0, 10).await.unwrap().len(), 1);
+    assert_eq!(store.events("task-m", 0, 10).await.unwrap().len(), 2);
 }
 
 #[tokio::test]

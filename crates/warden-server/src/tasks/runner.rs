@@ -211,7 +211,14 @@ impl Tasks {
             .map_err(SubmitError::Invalid)?;
         let mut errors = Vec::new();
         let templates = self.inner.driver.templates().await;
-        if !templates.iter().any(|t| t.name == spec.template) {
+        if let Some(t) = templates.iter().find(|t| t.name == spec.template) {
+            if let Err(m) = repo_reachable(t, &spec.repo) {
+                errors.push(FieldError {
+                    field: "repo".into(),
+                    message: m,
+                });
+            }
+        } else {
             let mut names: Vec<&str> = templates.iter().map(|t| t.name.as_str()).collect();
             names.sort();
             errors.push(FieldError {
@@ -239,8 +246,16 @@ impl Tasks {
             .map_err(SubmitError::Store)?
         {
             Inserted::Created(t) => {
-                self.record(&t.id, "status", json!({"status": "QUEUED"}))
-                    .await;
+                // The store wrote the first event with the task; watchers hear of it here.
+                let _ = self.inner.live.send(LiveEvent {
+                    task_id: t.id.clone(),
+                    event: TaskEvent {
+                        seq: 1,
+                        time: t.created_at,
+                        kind: "status".into(),
+                        data: json!({"status": "QUEUED"}),
+                    },
+                });
                 self.inner.wake.notify_one();
                 Ok((t, true))
             }
@@ -377,12 +392,19 @@ impl Tasks {
 
     async fn dispatch(self) {
         self.reap(true).await;
-        let mut last_reap = tokio::time::Instant::now();
+        // Reaping runs on its own clock: a replica whose slots are all busy still fails the
+        // tasks other replicas abandoned.
+        let reaper = {
+            let this = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(this.inner.cfg.lease).await;
+                    this.reap(false).await;
+                }
+            })
+        };
+        let _stop_reaper = AbortOnDrop(reaper);
         loop {
-            if last_reap.elapsed() >= self.inner.cfg.lease {
-                self.reap(false).await;
-                last_reap = tokio::time::Instant::now();
-            }
             let Ok(permit) = self.inner.slots.clone().acquire_owned().await else {
                 return;
             };
@@ -457,7 +479,13 @@ impl Tasks {
         };
 
         let timeout = Duration::from_secs(snapshot(&shared).spec.timeout_secs);
-        let work = self.work(shared.clone(), cancel.clone(), trace.clone());
+        let creation: Creation = Arc::default();
+        let work = self.work(
+            shared.clone(),
+            cancel.clone(),
+            trace.clone(),
+            creation.clone(),
+        );
         let ending = tokio::select! {
             r = work => r,
             _ = tokio::time::sleep(timeout) => Ending::TimedOut,
@@ -465,8 +493,14 @@ impl Tasks {
         };
         heartbeat.abort();
 
-        // Whatever happened: the sandbox goes.
-        let sandbox = snapshot(&shared).sandbox.clone();
+        // Whatever happened: the sandbox goes. A start the select cut short runs to its end
+        // first (its task was spawned), so a sandbox it made is known and deleted too.
+        let pending = creation.lock().ok().and_then(|mut c| c.handle.take());
+        if let Some(h) = pending {
+            let _ = h.await;
+        }
+        let made = creation.lock().ok().and_then(|c| c.id.clone());
+        let sandbox = snapshot(&shared).sandbox.clone().or(made);
         if let Some(sb) = &sandbox {
             match self.inner.driver.delete(sb).await {
                 Ok(()) => {
@@ -517,7 +551,11 @@ impl Tasks {
             t.finished_at = Some(Timestamp::now());
             t.sandbox = None;
         }
-        if let Err(e) = self.save(&shared).await {
+        let mut data = json!({"status": status.as_str()});
+        if let Some(r) = &reason {
+            data["reason"] = Value::String(r.clone());
+        }
+        if let Err(e) = self.save_logged(&shared, &id, data).await {
             tracing::warn!(task = %id, error = %e, "could not record a task's end");
         }
         if let Some(m) = self.inner.metrics.get() {
@@ -531,11 +569,6 @@ impl Tasks {
             );
         }
         tracing::info!(task = %id, status = status.as_str(), "task finished");
-        let mut data = json!({"status": status.as_str()});
-        if let Some(r) = reason {
-            data["reason"] = Value::String(r);
-        }
-        self.record(&id, "status", data).await;
         let done = snapshot(&shared);
         if let Some(t) = trace.lock().ok().and_then(|mut t| t.take()) {
             t.finish(&done);
@@ -551,6 +584,33 @@ impl Tasks {
         self.inner.store.update_owned(&t, lease_until).await
     }
 
+    /// [`Tasks::save`] with a `status` event in the same change; watchers hear of it.
+    async fn save_logged(
+        &self,
+        shared: &Arc<Mutex<Task>>,
+        id: &str,
+        data: Value,
+    ) -> Result<Option<bool>, TaskStoreError> {
+        let mut t = snapshot(shared);
+        t.updated_at = Timestamp::now();
+        let lease_until = Timestamp(t.updated_at.0 + self.inner.cfg.lease.as_millis() as i64);
+        match self
+            .inner
+            .store
+            .update_owned_logged(&t, lease_until, "status", &data)
+            .await?
+        {
+            Some((cancel, event)) => {
+                let _ = self.inner.live.send(LiveEvent {
+                    task_id: id.to_string(),
+                    event,
+                });
+                Ok(Some(cancel))
+            }
+            None => Ok(None),
+        }
+    }
+
     async fn set_status(&self, shared: &Arc<Mutex<Task>>, status: TaskStatus) {
         let id = {
             let Ok(mut t) = shared.lock() else { return };
@@ -562,17 +622,21 @@ impl Tasks {
             t.id.clone()
         };
         // Only while this runner still holds the task (not after its end was written).
-        if let Ok(Some(_)) = self.save(shared).await {
-            self.record(&id, "status", json!({"status": status.as_str()}))
-                .await;
-        }
+        let _ = self
+            .save_logged(shared, &id, json!({"status": status.as_str()}))
+            .await;
     }
 
     /// Sandbox, clone and branch, agent, commit and push.
-    async fn work(&self, shared: Arc<Mutex<Task>>, cancel: Cancel, trace: Trace) -> Ending {
+    async fn work(
+        &self,
+        shared: Arc<Mutex<Task>>,
+        cancel: Cancel,
+        trace: Trace,
+        creation: Creation,
+    ) -> Ending {
         let task = snapshot(&shared);
         let id = task.id.clone();
-        let driver = self.inner.driver.clone();
 
         // Log lines (from synchronous callbacks) reach the store in order through one
         // writer.
@@ -595,7 +659,7 @@ impl Tasks {
             })
         };
         let result = self
-            .work_steps(&shared, &task, &driver, cancel, log_tx, &trace)
+            .work_steps(&shared, &task, cancel, log_tx, &trace, &creation)
             .await;
         // Every log line is stored before the task's end is.
         let _ = writer.await;
@@ -606,11 +670,12 @@ impl Tasks {
         &self,
         shared: &Arc<Mutex<Task>>,
         task: &Task,
-        driver: &Arc<dyn Driver>,
         cancel: Cancel,
         log_tx: mpsc::UnboundedSender<(String, Value)>,
         trace: &Trace,
+        creation: &Creation,
     ) -> Ending {
+        let driver = &self.inner.driver;
         let id = task.id.clone();
         // One span per phase; each ends with the phase's outcome.
         let span = |name: &str| {
@@ -656,7 +721,31 @@ impl Tasks {
             workspace: None,
         };
         let s = span("sandbox");
-        let sandbox = match driver.create(request).await {
+        // The start runs in its own task: if the task is cancelled or times out meanwhile,
+        // the start still finishes and records its sandbox, which `run` then deletes.
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let handle = {
+            let driver = driver.clone();
+            let creation = creation.clone();
+            tokio::spawn(async move {
+                let r = driver.create(request).await;
+                if let (Ok(info), Ok(mut c)) = (&r, creation.lock()) {
+                    c.id = Some(info.id.clone());
+                }
+                let _ = done_tx.send(r);
+            })
+        };
+        if let Ok(mut c) = creation.lock() {
+            c.handle = Some(handle);
+        }
+        let created = match done_rx.await {
+            Ok(r) => r,
+            Err(_) => {
+                end(s, Err("the sandbox's start was lost"));
+                return Ending::Failed("the sandbox's start was lost".into());
+            }
+        };
+        let sandbox = match created {
             Ok(info) => {
                 end(s, Ok(()));
                 info.id
@@ -852,6 +941,24 @@ const SET_STATUS: &str = "\0set_status";
 /// A task's trace while it runs (taken out to finish it).
 type Trace = Arc<Mutex<Option<super::telemetry::TaskTrace>>>;
 
+/// A task's sandbox start: the spawned start and the sandbox it made.
+type Creation = Arc<Mutex<CreationState>>;
+
+#[derive(Default)]
+struct CreationState {
+    handle: Option<tokio::task::JoinHandle<()>>,
+    id: Option<String>,
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// How a task's work ended.
 enum Ending {
     Done { summary: String },
@@ -864,6 +971,82 @@ fn snapshot(shared: &Arc<Mutex<Task>>) -> Task {
     match shared.lock() {
         Ok(t) => t.clone(),
         Err(p) => p.into_inner().clone(),
+    }
+}
+
+/// Whether a sandbox of `template` may reach `repo`: through a credential route of the
+/// template that serves it, or through the egress proxy to an allowed domain and port (or
+/// with network mode `host`). A clone the policy would refuse is refused at submission.
+pub fn repo_reachable(template: &warden_sandbox::Template, repo: &str) -> Result<(), String> {
+    use warden_policy::{NetworkMode, PolicyFile, Profile};
+    if let Ok(routes) = git::git_routes(&template.policy)
+        && git::matching_route(repo, &routes).is_some()
+    {
+        return Ok(());
+    }
+    let name = &template.name;
+    let text = toml::to_string(&template.policy)
+        .map_err(|e| format!("template `{name}`'s policy cannot be read: {e}"))?;
+    let policy = PolicyFile::from_toml(&text)
+        .and_then(|f| {
+            f.apply(
+                Profile::Default,
+                std::path::Path::new("/"),
+                std::path::Path::new("/"),
+            )
+        })
+        .map_err(|e| format!("template `{name}`'s policy cannot be read: {e}"))?;
+    let Some(authority) = super::model::repo_host(repo) else {
+        return Err(format!("`{repo}` has no host"));
+    };
+    let (host, port) = split_authority(authority, repo.starts_with("https://"));
+    match policy.network.mode {
+        NetworkMode::Host => Ok(()),
+        NetworkMode::None => Err(format!(
+            "template `{name}` gives its sandboxes no network (network.mode \"none\"), so {host} cannot be cloned; use a template whose policy allows it"
+        )),
+        NetworkMode::Proxy => {
+            // As the proxy decides: an address needs an allowed network, a name an allowed
+            // domain, and deny wins.
+            let allowed = match host.parse::<std::net::IpAddr>() {
+                Ok(ip) => policy
+                    .network
+                    .allow_cidrs
+                    .iter()
+                    .any(|c| c.parse::<ipnet::IpNet>().is_ok_and(|net| net.contains(&ip))),
+                Err(_) => {
+                    policy.network.allow_domains.iter().any(|d| d.matches(host))
+                        && !policy.network.deny_domains.iter().any(|d| d.matches(host))
+                }
+            };
+            if !allowed {
+                return Err(format!(
+                    "{host} is not allowed by template `{name}`'s egress policy (network.allow_domains, or network.allow_cidrs for an address); add it there, or a credential route whose upstream serves the repository"
+                ));
+            }
+            if port != 80 && port != 443 && !policy.network.allow_ports.contains(&port) {
+                return Err(format!(
+                    "port {port} of {host} is not allowed by template `{name}`'s egress policy (80, 443 and network.allow_ports)"
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Host and port of a URL's authority (`[v6]:port` included).
+fn split_authority(authority: &str, https: bool) -> (&str, u16) {
+    let default = if https { 443 } else { 80 };
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (h, tail) = rest.split_once(']').unwrap_or((rest, ""));
+        let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
+        return (h, port.unwrap_or(default));
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !p.is_empty() => {
+            (h, p.parse().unwrap_or(default))
+        }
+        _ => (authority, default),
     }
 }
 
@@ -916,4 +1099,67 @@ pub fn commit_message(task: &Task, summary: &str) -> String {
     }
     msg.push_str(&format!("Warden-Task: {}\n", task.id));
     msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template(policy: &str) -> warden_sandbox::Template {
+        warden_sandbox::Template {
+            name: "t".into(),
+            policy: toml::from_str(policy).unwrap(),
+            shutdown_after: None,
+            idle_timeout: None,
+            workspace_quota: None,
+        }
+    }
+
+    #[test]
+    fn a_repository_must_be_reachable_under_the_template_policy() {
+        let none = template("profile = \"default\"\n[network]\nmode = \"none\"\n");
+        let e = repo_reachable(&none, "https://github.com/o/r.git").unwrap_err();
+        assert!(e.contains("no network"), "{e}");
+
+        let proxy = template(
+            "[network]\nmode = \"proxy\"\nallow_domains = [\"github.com\", \"*.example.com\"]\n\
+             deny_domains = [\"bad.example.com\"]\nallow_ports = [8443]\n",
+        );
+        for ok in [
+            "https://github.com/o/r.git",
+            "http://git.example.com/r",
+            "https://git.example.com:8443/r",
+        ] {
+            assert_eq!(repo_reachable(&proxy, ok), Ok(()), "{ok}");
+        }
+        for (bad, want) in [
+            ("https://gitlab.com/o/r", "gitlab.com is not allowed"),
+            (
+                "https://bad.example.com/r",
+                "bad.example.com is not allowed",
+            ),
+            ("https://github.com:9418/o/r", "port 9418 of github.com"),
+            ("http://10.0.0.5/r", "10.0.0.5 is not allowed"),
+        ] {
+            let e = repo_reachable(&proxy, bad).unwrap_err();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+
+        // A credential route serving the repository is enough.
+        let routed = template(
+            "[network]\nmode = \"proxy\"\n[routes.gh]\nkind = \"git\"\n\
+             upstream = \"https://git.internal.example\"\ncredential = { env = \"GH_TOKEN\" }\n",
+        );
+        assert_eq!(
+            repo_reachable(&routed, "https://git.internal.example/o/r.git"),
+            Ok(())
+        );
+        let cidr = template(
+            "[network]\nmode = \"proxy\"\nallow_cidrs = [\"10.0.0.0/8\"]\nallow_ports = [3000]\n",
+        );
+        assert_eq!(repo_reachable(&cidr, "http://10.0.0.5:3000/r"), Ok(()));
+        assert!(repo_reachable(&cidr, "http://11.0.0.5:3000/r").is_err());
+        let host = template("[network]\nmode = \"host\"\n");
+        assert_eq!(repo_reachable(&host, "https://anywhere.dev/r"), Ok(()));
+    }
 }

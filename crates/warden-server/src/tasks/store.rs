@@ -86,7 +86,9 @@ pub struct TaskPage {
 
 #[async_trait]
 pub trait TaskStore: Send + Sync + std::fmt::Debug {
-    /// Inserts a new QUEUED task, unless a task with the same idempotency key exists.
+    /// Inserts a new QUEUED task and, in the same transaction, its first event (`status`
+    /// `{"status": "QUEUED"}`, seq 1, at `created_at`), unless a task with the same
+    /// idempotency key exists.
     async fn insert(&self, task: &Task) -> Result<Inserted, TaskStoreError>;
 
     async fn get(&self, id: &str) -> Result<Option<Task>, TaskStoreError>;
@@ -113,6 +115,25 @@ pub trait TaskStore: Send + Sync + std::fmt::Debug {
         task: &Task,
         lease_until: Timestamp,
     ) -> Result<Option<bool>, TaskStoreError>;
+
+    /// [`TaskStore::update_owned`] and, only if that succeeds, [`TaskStore::append_event`],
+    /// as one change: a status is never in the task without its event, nor the other way
+    /// round. Returns the cancel flag and the event.
+    async fn update_owned_logged(
+        &self,
+        task: &Task,
+        lease_until: Timestamp,
+        kind: &str,
+        data: &Value,
+    ) -> Result<Option<(bool, TaskEvent)>, TaskStoreError> {
+        let Some(cancel) = self.update_owned(task, lease_until).await? else {
+            return Ok(None);
+        };
+        let event = self
+            .append_event(&task.id, task.updated_at, kind, data)
+            .await?;
+        Ok(Some((cancel, event)))
+    }
 
     /// Cancels a task; `None` when there is no such task.
     async fn cancel(

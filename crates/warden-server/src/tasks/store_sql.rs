@@ -569,10 +569,16 @@ impl TaskStore for SqlTaskStore {
             task_columns!(),
             " FROM tasks WHERE idempotency_key = $1"
         );
+        // The first event goes in with the task, so no runner's RUNNING can come before it.
+        const FIRST_EVENT: &str = "INSERT INTO task_events (task_id, seq, time_ms, kind, data) \
+             VALUES ($1, 1, $2, 'status', $3)";
+        const FIRST_SEQ: &str = "UPDATE tasks SET last_event_seq = 1 WHERE id = $1";
         let record = record_of(task)?;
         let key = task.spec.idempotency_key.as_deref();
-        let inserted = with_pool!(self, pool => {
-            sqlx::query(SQL)
+        let first = serde_json::json!({"status": task.status.as_str()}).to_string();
+        let inserted = with_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query(SQL)
                 .bind(&task.id)
                 .bind(task.status.as_str())
                 .bind(&task.spec.repo)
@@ -586,10 +592,22 @@ impl TaskStore for SqlTaskStore {
                 .bind(task.reason.as_deref())
                 .bind(task.cancel_requested)
                 .bind(&record)
-                .execute(pool)
-                .await
-                .map(|done| done.rows_affected())
-        })
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if n == 1 {
+                sqlx::query(FIRST_SEQ).bind(&task.id).execute(&mut *tx).await?;
+                sqlx::query(FIRST_EVENT)
+                    .bind(&task.id)
+                    .bind(task.created_at.millis())
+                    .bind(&first)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(n)
+        }
+        .await)
         .map_err(sql_error)?;
         if inserted == 1 {
             return Ok(Inserted::Created(task.clone()));
@@ -709,6 +727,76 @@ impl TaskStore for SqlTaskStore {
                 .await
         })
         .map_err(sql_error)
+    }
+
+    async fn update_owned_logged(
+        &self,
+        task: &Task,
+        lease_until: Timestamp,
+        kind: &str,
+        data: &Value,
+    ) -> Result<Option<(bool, TaskEvent)>, TaskStoreError> {
+        const SQL: &str = concat!(
+            "UPDATE tasks SET status = $2, repo = $3, created_ms = $4, updated_ms = $5, ",
+            "started_ms = $6, finished_ms = $7, idempotency_key = $8, attempts = $9, ",
+            "reason = $10, record = $11, lease_until_ms = $12, ",
+            "last_event_seq = last_event_seq + 1 ",
+            "WHERE id = $1 AND owner = $13 AND ",
+            active!(),
+            " RETURNING cancel_requested, last_event_seq"
+        );
+        const INSERT: &str = "INSERT INTO task_events (task_id, seq, time_ms, kind, data) \
+             VALUES ($1, $2, $3, $4, $5)";
+        let Some(owner) = task.owner.as_deref() else {
+            return Ok(None);
+        };
+        let record = record_of(task)?;
+        let encoded = data.to_string();
+        let time = task.updated_at;
+        let done: Option<(bool, i64)> = with_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            let row: Option<(bool, i64)> = sqlx::query_as(SQL)
+                .bind(&task.id)
+                .bind(task.status.as_str())
+                .bind(&task.spec.repo)
+                .bind(task.created_at.millis())
+                .bind(task.updated_at.millis())
+                .bind(task.started_at.map(Timestamp::millis))
+                .bind(task.finished_at.map(Timestamp::millis))
+                .bind(task.spec.idempotency_key.as_deref())
+                .bind(i64::from(task.attempts))
+                .bind(task.reason.as_deref())
+                .bind(&record)
+                .bind(lease_until.millis())
+                .bind(owner)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some((_, seq)) = row {
+                sqlx::query(INSERT)
+                    .bind(&task.id)
+                    .bind(seq)
+                    .bind(time.millis())
+                    .bind(kind)
+                    .bind(&encoded)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+            }
+            Ok::<_, sqlx::Error>(row)
+        }
+        .await)
+        .map_err(sql_error)?;
+        Ok(done.map(|(cancel, seq)| {
+            (
+                cancel,
+                TaskEvent {
+                    seq,
+                    time,
+                    kind: kind.to_owned(),
+                    data: data.clone(),
+                },
+            )
+        }))
     }
 
     async fn cancel(
