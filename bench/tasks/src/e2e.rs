@@ -171,7 +171,7 @@ fn clock_ticks() -> u64 {
 }
 
 /// Busy and total time of every CPU, in clock ticks, from `/proc/stat`.
-fn machine_cpu() -> (u64, u64) {
+pub fn machine_cpu() -> (u64, u64) {
     let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
         return (0, 0);
     };

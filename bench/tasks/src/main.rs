@@ -20,16 +20,17 @@ warden-bench-tasks: tasks through warden serve, on SQLite and on PostgreSQL
 
 USAGE: warden-bench-tasks [OPTIONS]
 
-End to end (once per store): the real server runs in this process (warden_server::app over
-AppState::with_tasks, served on 127.0.0.1 by warden_server::serve, the real runner and a real
-LocalDriver whose sandboxes are `warden run` jails with sandboxd), with a git server of git's
-own http-backend on the host and a scripted agent that writes one file through the driver
-and succeeds with a small usage. Each task goes API -> store -> queue -> new sandbox ->
+End to end (each round, once per store): the real server runs in this process
+(warden_server::app over AppState::with_tasks, served on 127.0.0.1 by warden_server::serve,
+the real runner and a real LocalDriver whose sandboxes are `warden run` jails with
+sandboxd), with a git server of git's own http-backend on the host and a scripted agent
+that writes one file through the driver and succeeds with a small usage. Each task goes API -> store -> queue -> new sandbox ->
 shallow clone through the sandbox's egress proxy -> agent -> commit -> push -> sandbox
 deleted. C client threads (one kept-alive HTTP/1.1 connection each) submit N tasks, each
 keeping up to W of its tasks queued or running, and poll each of them every P ms.
 Measured:
-  tasks/s        N / (last finished_at - first created_at), the server's timestamps
+  tasks/s        N / (last finished_at - first created_at), the server's timestamps;
+                 pooled over the rounds (all tasks / the sum of the rounds' times)
   POST p50/p99   POST /v1/tasks, counted while the queue was busy (at least R tasks queued
                  or running); all requests are in the JSON too
   GET p50/p99    GET /v1/tasks/{id} polls, likewise
@@ -43,10 +44,10 @@ Measured:
                  git work: the same clone, commit and push by the host's git straight
                  against the git server (10 of each before the run)
 
-Store alone (once per store): the task store's calls for one task as the API and runner
-make them (insert with the QUEUED event; claim_next, the RUNNING event, update_owned;
-E step and log events; update_owned to SUCCEEDED and its event), with S submitters and K
-claimers at once on one store, no sandboxes. Measured: tasks/s, store calls/s, p50/p99 of
+Store alone (each round, once per store): the task store's calls for one task as the API
+and runner make them (insert with the QUEUED event; claim_next, the RUNNING event,
+update_owned; E step and log events; update_owned to SUCCEEDED and its event), with S
+submitters and K claimers at once on one store, no sandboxes. Measured: tasks/s, store calls/s, p50/p99 of
 each call. Every task must be claimed exactly once and end SUCCEEDED.
 
 Stores: SQLite as warden serve opens it (<data>/tasks.db, WAL, synchronous=NORMAL) and a
@@ -74,6 +75,9 @@ OPTIONS:
   --quick                  a short run (fewer tasks, one round)
   --show-log               print one task's log with times (on stderr)
   -h, --help               this text
+
+Before each measurement it waits (up to a minute) for a second in which the machine's CPUs
+are at most 15% busy, and flags the run when one did not come.
 
 Needs root (or unprivileged user namespaces and a delegated cgroup), git with http-backend,
 and PostgreSQL's server programs (apt-get install postgresql) unless --no-postgres.
@@ -277,6 +281,29 @@ fn p50_p99(samples: &[Duration]) -> String {
     )
 }
 
+/// Waits, up to a minute, for a second in which the machine's CPUs are at most 15% busy
+/// (other builds and tests share this machine). Returns the busy share of the last second
+/// looked at; a run started on a busy machine is flagged in the output.
+fn wait_for_quiet() -> f64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let before = e2e::machine_cpu();
+        std::thread::sleep(Duration::from_secs(1));
+        let after = e2e::machine_cpu();
+        let busy = after.0.saturating_sub(before.0) as f64
+            / after.1.saturating_sub(before.1).max(1) as f64;
+        if busy <= 0.15 || std::time::Instant::now() > deadline {
+            if busy > 0.15 {
+                eprintln!(
+                    "  the machine is busy ({:.0}% of its CPUs) and did not quieten in a minute; measuring anyway",
+                    busy * 100.0
+                );
+            }
+            return busy;
+        }
+    }
+}
+
 fn micro_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -369,6 +396,8 @@ fn run(o: Options) -> anyhow::Result<()> {
         e2e_backends.iter().map(|_| Vec::new()).collect();
     let mut micro_rounds: Vec<Vec<micro::MicroResult>> =
         micro_backends.iter().map(|_| Vec::new()).collect();
+    // How busy the machine was just before each measurement.
+    let mut busy_before: Vec<f64> = Vec::new();
     for round in 0..rounds {
         for k in 0..e2e_backends.len() {
             let i = (k + round) % e2e_backends.len();
@@ -381,6 +410,7 @@ fn run(o: Options) -> anyhow::Result<()> {
                 cfg.clients,
                 cfg.runner
             );
+            busy_before.push(wait_for_quiet());
             let r = e2e::run(&cfg, url.as_deref(), name)
                 .with_context(|| format!("end to end on {name}"))?;
             eprintln!(
@@ -405,6 +435,7 @@ fn run(o: Options) -> anyhow::Result<()> {
             );
             let dir = e2e::DataDir::new("wbt-store-")?;
             let rt = micro_runtime()?;
+            busy_before.push(wait_for_quiet());
             let r = rt
                 .block_on(async {
                     let store = warden_server::tasks::store_sql::open_task_store(
@@ -435,7 +466,15 @@ fn run(o: Options) -> anyhow::Result<()> {
     // Stops the cluster.
     drop(cluster);
 
-    report(&o, &cfg, &mcfg, &e2e_runs, &micro_runs, pg_version)
+    let noisy = busy_before.iter().filter(|b| **b > 0.15).count();
+    if noisy > 0 {
+        println!(
+            "\nWARNING: {noisy} of {} measurements started while other work kept the machine's CPUs more than 15% busy; the figures are disturbed.",
+            busy_before.len()
+        );
+    }
+    let quiet = noisy == 0;
+    report(&o, &cfg, &mcfg, &e2e_runs, &micro_runs, pg_version, quiet)
 }
 
 fn report(
@@ -445,6 +484,7 @@ fn report(
     e2e_runs: &[(&str, e2e::E2eResult)],
     micro_runs: &[(&str, micro::MicroResult)],
     pg_version: Option<String>,
+    quiet: bool,
 ) -> anyhow::Result<()> {
     if !e2e_runs.is_empty() {
         println!(
@@ -629,6 +669,7 @@ fn report(
             "rounds": o.rounds.unwrap_or(if o.quick { 1 } else { 3 }),
             "postgres": pg_version,
         },
+        "machine_quiet_before_each_measurement": quiet,
         "e2e": e2e_runs.iter().map(|(n, r)| (n.to_string(), e2e_json(r))).collect::<serde_json::Map<_, _>>(),
         "store": micro_runs.iter().map(|(n, r)| (n.to_string(), micro_json(r))).collect::<serde_json::Map<_, _>>(),
         "ratios_postgres_over_sqlite": ratios,
