@@ -26,10 +26,17 @@ if ! command -v initdb >/dev/null && ! compgen -G "/usr/lib/postgresql/*/bin/ini
 fi
 if ((${#missing[@]})); then
     $sudo apt-get install -y -qq "${missing[@]}"
+    # Debian's package may start a cluster of its own; the benchmark starts a throwaway one
+    # and leaves no PostgreSQL running, so stop what the installation started.
+    if command -v pg_lsclusters >/dev/null; then
+        pg_lsclusters -h | while read -r version cluster _; do
+            $sudo pg_ctlcluster "$version" "$cluster" stop 2>/dev/null || true
+        done
+    fi
 fi
-# Debian's package starts a cluster of its own; the benchmark starts its own throwaway one.
 
-# A killed run leaves its throwaway cluster running: stop any in /tmp/wbt-pg-* at the end.
+# A run killed with SIGKILL leaves its throwaway cluster running (Ctrl-C and panics stop it
+# themselves): stop any in /tmp/wbt-pg-* at the end.
 stop_left_clusters() {
     for data in /tmp/wbt-pg-*/data; do
         [[ -f "$data/postmaster.pid" ]] || continue

@@ -141,7 +141,9 @@ impl E2eResult {
             all.sandboxes_left += r.sandboxes_left;
             all.host_clone.extend(r.host_clone);
             all.host_push.extend(r.host_push);
-            all.host_git_cpu = (all.host_git_cpu + r.host_git_cpu) / 2;
+            // The mean over the rounds so far (each round one figure).
+            let k = all.round_rates.len() as u32;
+            all.host_git_cpu = (all.host_git_cpu * k + r.host_git_cpu) / (k + 1);
             all.round_rates.extend(r.round_rates);
         }
         Some(all)

@@ -274,6 +274,9 @@ fn rates(v: &[f64], decimals: usize) -> String {
 }
 
 fn p50_p99(samples: &[Duration]) -> String {
+    if samples.is_empty() {
+        return "-".into();
+    }
     format!(
         "{:.2} / {:.2}",
         ms(percentile(samples, 50.0)),
@@ -563,6 +566,12 @@ fn report(
                 for f in &r.failures {
                     println!("- {f}");
                 }
+            }
+            if r.pushed != r.succeeded {
+                println!(
+                    "\n{name}: {} tasks succeeded but the git server holds {} of their branches",
+                    r.succeeded, r.pushed
+                );
             }
             if r.sandboxes_left > 0 {
                 println!(
