@@ -140,6 +140,29 @@ const CLAIM_SQLITE: &str = claim_sql!("");
 const CLAIM_POSTGRES: &str = claim_sql!(" FOR UPDATE SKIP LOCKED");
 
 /// `status IN (...)` of the active statuses.
+/// The write of a task its runner owns (`update_owned` and `update_owned_logged`): every
+/// column but the cancel flag, while the task is active and still the owner's. Binds $1 id,
+/// $2 status, $3 repo, $4..$7 times, $8 idempotency key, $9 attempts, $10 reason, $11
+/// record, $12 lease, $13 owner.
+macro_rules! owned_update {
+    ($extra_set:literal, $returning:literal) => {
+        concat!(
+            "UPDATE tasks SET status = $2, repo = $3, created_ms = $4, updated_ms = $5, ",
+            "started_ms = $6, finished_ms = $7, idempotency_key = $8, attempts = $9, ",
+            "reason = $10, record = $11, lease_until_ms = $12",
+            $extra_set,
+            " WHERE id = $1 AND owner = $13 AND ",
+            active!(),
+            " RETURNING ",
+            $returning
+        )
+    };
+}
+
+/// One event of a task's log, its seq given.
+const INSERT_EVENT: &str = "INSERT INTO task_events (task_id, seq, time_ms, kind, data) \
+     VALUES ($1, $2, $3, $4, $5)";
+
 macro_rules! active {
     () => {
         "status IN ('RUNNING', 'WAITING_APPROVAL')"
@@ -570,8 +593,6 @@ impl TaskStore for SqlTaskStore {
             " FROM tasks WHERE idempotency_key = $1"
         );
         // The first event goes in with the task, so no runner's RUNNING can come before it.
-        const FIRST_EVENT: &str = "INSERT INTO task_events (task_id, seq, time_ms, kind, data) \
-             VALUES ($1, 1, $2, 'status', $3)";
         const FIRST_SEQ: &str = "UPDATE tasks SET last_event_seq = 1 WHERE id = $1";
         let record = record_of(task)?;
         let key = task.spec.idempotency_key.as_deref();
@@ -597,9 +618,11 @@ impl TaskStore for SqlTaskStore {
                 .rows_affected();
             if n == 1 {
                 sqlx::query(FIRST_SEQ).bind(&task.id).execute(&mut *tx).await?;
-                sqlx::query(FIRST_EVENT)
+                sqlx::query(INSERT_EVENT)
                     .bind(&task.id)
+                    .bind(1i64)
                     .bind(task.created_at.millis())
+                    .bind("status")
                     .bind(&first)
                     .execute(&mut *tx)
                     .await?;
@@ -696,14 +719,7 @@ impl TaskStore for SqlTaskStore {
         task: &Task,
         lease_until: Timestamp,
     ) -> Result<Option<bool>, TaskStoreError> {
-        const SQL: &str = concat!(
-            "UPDATE tasks SET status = $2, repo = $3, created_ms = $4, updated_ms = $5, ",
-            "started_ms = $6, finished_ms = $7, idempotency_key = $8, attempts = $9, ",
-            "reason = $10, record = $11, lease_until_ms = $12 ",
-            "WHERE id = $1 AND owner = $13 AND ",
-            active!(),
-            " RETURNING cancel_requested"
-        );
+        const SQL: &str = owned_update!("", "cancel_requested");
         let Some(owner) = task.owner.as_deref() else {
             return Ok(None);
         };
@@ -736,17 +752,10 @@ impl TaskStore for SqlTaskStore {
         kind: &str,
         data: &Value,
     ) -> Result<Option<(bool, TaskEvent)>, TaskStoreError> {
-        const SQL: &str = concat!(
-            "UPDATE tasks SET status = $2, repo = $3, created_ms = $4, updated_ms = $5, ",
-            "started_ms = $6, finished_ms = $7, idempotency_key = $8, attempts = $9, ",
-            "reason = $10, record = $11, lease_until_ms = $12, ",
-            "last_event_seq = last_event_seq + 1 ",
-            "WHERE id = $1 AND owner = $13 AND ",
-            active!(),
-            " RETURNING cancel_requested, last_event_seq"
+        const SQL: &str = owned_update!(
+            ", last_event_seq = last_event_seq + 1",
+            "cancel_requested, last_event_seq"
         );
-        const INSERT: &str = "INSERT INTO task_events (task_id, seq, time_ms, kind, data) \
-             VALUES ($1, $2, $3, $4, $5)";
         let Some(owner) = task.owner.as_deref() else {
             return Ok(None);
         };
@@ -772,7 +781,7 @@ impl TaskStore for SqlTaskStore {
                 .fetch_optional(&mut *tx)
                 .await?;
             if let Some((_, seq)) = row {
-                sqlx::query(INSERT)
+                sqlx::query(INSERT_EVENT)
                     .bind(&task.id)
                     .bind(seq)
                     .bind(time.millis())
@@ -883,8 +892,6 @@ impl TaskStore for SqlTaskStore {
     ) -> Result<TaskEvent, TaskStoreError> {
         const NEXT_SEQ: &str = "UPDATE tasks SET last_event_seq = last_event_seq + 1 \
              WHERE id = $1 RETURNING last_event_seq";
-        const INSERT: &str = "INSERT INTO task_events (task_id, seq, time_ms, kind, data) \
-             VALUES ($1, $2, $3, $4, $5)";
         let encoded = data.to_string();
         // The first statement writes, so SQLite takes its write lock at once (no read to
         // upgrade from) and Postgres locks the task row until the insert commits.
@@ -895,7 +902,7 @@ impl TaskStore for SqlTaskStore {
                 .fetch_optional(&mut *tx)
                 .await?;
             if let Some(seq) = seq {
-                sqlx::query(INSERT)
+                sqlx::query(INSERT_EVENT)
                     .bind(task_id)
                     .bind(seq)
                     .bind(time.millis())
