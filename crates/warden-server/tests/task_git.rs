@@ -9,7 +9,7 @@
 //! target directory, built with `cargo build -p warden` when missing.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use warden_sandbox::{
@@ -22,106 +22,15 @@ use warden_server::tasks::git::{
     self, CHECKOUT_DIR, GitConfig, GitError, GitLog, GitStream, PushResult, Remote,
 };
 use warden_server::tasks::model::{TaskDefaults, TaskSpec, TaskSubmission};
+#[path = "support/local_sandboxes.rs"]
+#[allow(dead_code)] // task_git uses the binary and the data directory only
+mod local_sandboxes;
+
+use local_sandboxes::{DataDir, warden_exe};
 use warden_server::testing_git::{
     Credentials, GitServer, GitServerOptions, branch_commit, commit_files, create_bare_repo,
     host_git, install_hook,
 };
-
-/// The `warden` binary the sandboxes run: `WARDEN_EXE`, else `<target>/<profile>/warden`
-/// (built once with cargo when it is not there).
-fn warden_exe() -> PathBuf {
-    static EXE: OnceLock<PathBuf> = OnceLock::new();
-    EXE.get_or_init(|| {
-        if let Some(p) = std::env::var_os("WARDEN_EXE") {
-            return PathBuf::from(p);
-        }
-        // This test runs as <target>/<profile>/deps/task_git-<hash>.
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-        let warden = profile_dir.join("warden");
-        if !warden.is_file() {
-            let mut cargo = std::process::Command::new(env!("CARGO"));
-            cargo
-                .args(["build", "-p", "warden", "--bin", "warden"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap());
-            match profile_dir.file_name().and_then(|n| n.to_str()) {
-                Some("debug") | None => {}
-                Some("release") => {
-                    cargo.arg("--release");
-                }
-                Some(other) => {
-                    cargo.args(["--profile", other]);
-                }
-            }
-            let status = cargo.status().unwrap();
-            assert!(
-                status.success() && warden.is_file(),
-                "these tests need the warden binary; `cargo build -p warden` failed ({status}); \
-                 or set WARDEN_EXE"
-            );
-        }
-        warden
-    })
-    .clone()
-}
-
-/// A data directory under /tmp (never under /root, which is on the sensitive-path
-/// blocklist). Sandboxes outlive their driver on purpose, so dropping this kills whatever
-/// sandbox is left under it (cgroups and processes) before the directory goes, also when a
-/// test failed.
-struct DataDir(tempfile::TempDir);
-
-impl DataDir {
-    fn new() -> DataDir {
-        DataDir(
-            tempfile::Builder::new()
-                .prefix("wd-git-")
-                .tempdir_in("/tmp")
-                .unwrap(),
-        )
-    }
-
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let Ok(dirs) = std::fs::read_dir(self.path().join("sandboxes")) else {
-            return;
-        };
-        for d in dirs.flatten() {
-            let Ok(text) = std::fs::read_to_string(d.path().join("state.json")) else {
-                continue;
-            };
-            let Ok(state) = serde_json::from_str::<serde_json::Value>(&text) else {
-                continue;
-            };
-            for cg in state["cgroups"].as_array().into_iter().flatten() {
-                if let Some(cg) = cg.as_str() {
-                    let _ = std::fs::write(Path::new(cg).join("cgroup.kill"), "1");
-                    if let Ok(procs) = std::fs::read_to_string(Path::new(cg).join("cgroup.procs")) {
-                        for pid in procs.split_whitespace() {
-                            kill9(pid);
-                        }
-                    }
-                }
-            }
-            if let Some(pid) = state["pid"].as_u64() {
-                kill9(&pid.to_string());
-            }
-        }
-    }
-}
-
-fn kill9(pid: &str) {
-    let _ = std::process::Command::new("kill")
-        .args(["-9", pid])
-        .stderr(std::process::Stdio::null())
-        .status();
-}
 
 /// A driver that records every exec it is asked for (argv and environment), so a test can
 /// check what the sandbox was handed.
@@ -254,7 +163,7 @@ impl Fixture {
         credentials: Option<Credentials>,
         policy: impl FnOnce(u16, &Path) -> String,
     ) -> Fixture {
-        let data = DataDir::new();
+        let data = DataDir::new("wd-git-");
         let repos = data.path().join("repos");
         std::fs::create_dir_all(&repos).unwrap();
         let server = GitServer::start(
@@ -884,7 +793,7 @@ async fn every_git_command_is_an_argv_with_safe_settings() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_test_server_serves_clone_and_push_to_the_hosts_git() {
-    let data = DataDir::new();
+    let data = DataDir::new("wd-git-");
     let repos = data.path().join("repos");
     std::fs::create_dir_all(&repos).unwrap();
     let server = GitServer::start(
