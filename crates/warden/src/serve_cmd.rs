@@ -407,7 +407,8 @@ async fn serve(
     if let Err(e) = warden_server::bootstrap(driver.as_ref(), &store, config.as_ref()).await {
         return fail(e);
     }
-    let task_store = match warden_server::tasks::store_sql::open_task_store(
+    // One database for the task queue and what feeds it (schedules, webhook deliveries, A2A).
+    let task_db = match warden_server::tasks::store_sql::SqlTaskStore::open(
         task_flags.database.as_deref(),
         &data,
     )
@@ -423,6 +424,7 @@ async fn serve(
             });
         }
     };
+    let task_store: Arc<dyn warden_server::tasks::TaskStore> = Arc::new(task_db.clone());
     let tasks = match start_tasks(&data, driver.clone(), &store, task_store, &task_flags).await {
         Ok(t) => t,
         Err(e) => return fail(e),

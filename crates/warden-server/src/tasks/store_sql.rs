@@ -44,11 +44,28 @@ use super::store::{CancelOutcome, Inserted, TaskPage, TaskQuery, TaskStore, Task
 
 /// The migrations, in order. Add a file under `migrations_tasks/` and a line here; the same
 /// file runs on SQLite and Postgres, so write it in SQL both understand.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "tasks",
-    include_str!("../../migrations_tasks/0001_tasks.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "tasks",
+        include_str!("../../migrations_tasks/0001_tasks.sql"),
+    ),
+    (
+        2,
+        "schedules",
+        include_str!("../../migrations_tasks/0002_schedules.sql"),
+    ),
+    (
+        3,
+        "webhooks",
+        include_str!("../../migrations_tasks/0003_webhooks.sql"),
+    ),
+    (
+        4,
+        "a2a",
+        include_str!("../../migrations_tasks/0004_a2a.sql"),
+    ),
+];
 
 /// Where sqlx records the applied task migrations. The default SQLite database is a file of
 /// its own, `<data>/tasks.db`, apart from the sandbox store's `warden.db`: the queue's writes
@@ -170,18 +187,22 @@ macro_rules! active {
 }
 
 /// Runs `$body` once per backend with `$pool` bound to that backend's typed pool: the
-/// statements are the same text for both, only the driver differs.
+/// statements are the same text for both, only the driver differs. `$store` is a
+/// [`SqlTaskStore`]; other stores sharing its database (schedules, webhook deliveries, A2A)
+/// use it too.
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
-        match &$store.pool {
-            Pool::Sqlite($pool) => $body,
-            Pool::Postgres($pool) => $body,
+        match $store.pool() {
+            $crate::tasks::store_sql::Pool::Sqlite($pool) => $body,
+            $crate::tasks::store_sql::Pool::Postgres($pool) => $body,
         }
     };
 }
+pub(crate) use with_pool;
 
+/// The database's connection pool, one variant per backend.
 #[derive(Clone)]
-enum Pool {
+pub(crate) enum Pool {
     Sqlite(SqlitePool),
     Postgres(PgPool),
 }
@@ -422,6 +443,11 @@ impl SqlTaskStore {
         migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
         with_pool!(self, pool => migrator.run(pool).await)
             .map_err(|e| TaskStoreError::Migrate(e.to_string()))
+    }
+
+    /// The connection pool, for the stores that share this database (use [`with_pool!`]).
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     /// `sqlite` or `postgres`.
