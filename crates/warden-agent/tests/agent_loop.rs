@@ -148,6 +148,7 @@ fn agent(
         tools: tools::ALL_TOOLS.iter().map(|s| s.to_string()).collect(),
         max_tokens_per_call: 1000,
         stream: provider == Provider::OpenAiChat,
+        delegate: None,
     };
     let state = RunState::new(&id, "test/model", &repo.root, &repo.root, prompt);
     Run {

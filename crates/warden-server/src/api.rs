@@ -48,6 +48,13 @@ pub(crate) fn routes() -> Vec<Route> {
     };
     vec![
         r("/healthz", &["get"], false, get(healthz)),
+        r(
+            "/.well-known/agent-card.json",
+            &["get"],
+            false,
+            get(crate::a2a::agent_card),
+        ),
+        r("/a2a", &["post"], true, post(crate::a2a::jsonrpc)),
         r("/metrics", &["get"], true, get(metrics)),
         r("/v1/templates", &["get"], true, get(list_templates)),
         r(
@@ -135,12 +142,80 @@ pub(crate) fn routes() -> Vec<Route> {
             true,
             get(crate::api_tasks::task_approvals),
         ),
+        r(
+            "/v1/schedules",
+            &["get"],
+            true,
+            get(crate::schedules::api::list_schedules),
+        ),
+        r(
+            "/v1/schedules/{name}",
+            &["get", "put", "delete"],
+            true,
+            get(crate::schedules::api::get_schedule)
+                .put(crate::schedules::api::put_schedule)
+                .delete(crate::schedules::api::delete_schedule),
+        ),
+        r(
+            "/v1/schedules/{name}/pause",
+            &["post"],
+            true,
+            post(crate::schedules::api::pause_schedule),
+        ),
+        r(
+            "/v1/schedules/{name}/resume",
+            &["post"],
+            true,
+            post(crate::schedules::api::resume_schedule),
+        ),
+        r(
+            "/v1/schedules/{name}/run",
+            &["post"],
+            true,
+            post(crate::schedules::api::run_schedule),
+        ),
         r("/v1/approvals", &["get"], true, get(list_approvals)),
         r(
             "/v1/approvals/{run}/{call}",
             &["post"],
             true,
             post(answer_approval),
+        ),
+        r(
+            "/v1/webhooks",
+            &["get"],
+            true,
+            get(crate::webhooks::api::list_webhooks),
+        ),
+        r(
+            "/v1/webhooks/deliveries",
+            &["get"],
+            true,
+            get(crate::webhooks::api::list_deliveries),
+        ),
+        r(
+            "/webhooks/github",
+            &["post"],
+            false,
+            post(crate::webhooks::api::github),
+        ),
+        r(
+            "/webhooks/alertmanager",
+            &["post"],
+            false,
+            post(crate::webhooks::api::alertmanager),
+        ),
+        r(
+            "/webhooks/pagerduty",
+            &["post"],
+            false,
+            post(crate::webhooks::api::pagerduty),
+        ),
+        r(
+            "/webhooks/generic/{name}",
+            &["post"],
+            false,
+            post(crate::webhooks::api::generic),
         ),
     ]
 }
@@ -647,7 +722,9 @@ pub async fn exec_ws(
     Path(id): Path<String>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    ws.on_upgrade(move |socket| ws_session(state, id, socket))
+    // Answers `warden.v1` when offered (the console offers it with its token, see auth.rs).
+    ws.protocols([crate::auth::WS_PROTOCOL])
+        .on_upgrade(move |socket| ws_session(state, id, socket))
 }
 
 async fn ws_send_event(socket: &mut WebSocket, e: &ExecEvent) -> bool {

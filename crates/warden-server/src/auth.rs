@@ -5,7 +5,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method, header};
 use subtle::ConstantTimeEq;
 
 /// How requests are authenticated.
@@ -34,7 +34,7 @@ impl Auth {
             return true;
         };
         let Some(value) = headers
-            .get(axum::http::header::AUTHORIZATION)
+            .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
         else {
             return false;
@@ -47,6 +47,81 @@ impl Auth {
         };
         bool::from(given.trim().as_bytes().ct_eq(token.as_bytes()))
     }
+
+    /// [`Auth::allows`], or, on a WebSocket upgrade only, the token offered as the
+    /// subprotocol `warden.bearer.<token>` (browsers cannot set headers on a WebSocket; see
+    /// [`WS_PROTOCOL`]). Anywhere else a protocol header proves nothing.
+    pub fn allows_request(&self, method: &Method, headers: &HeaderMap) -> bool {
+        if self.allows(headers) {
+            return true;
+        }
+        let Auth::Token(token) = self else {
+            return true;
+        };
+        if !is_websocket_upgrade(method, headers) {
+            return false;
+        }
+        let mut ok = false;
+        for value in headers.get_all(header::SEC_WEBSOCKET_PROTOCOL) {
+            let Ok(value) = value.to_str() else {
+                continue;
+            };
+            for offered in value.split(',').map(str::trim) {
+                if let Some(given) = offered.strip_prefix(WS_BEARER_PREFIX) {
+                    // Every candidate is compared, so the time does not tell which matched.
+                    ok |= bool::from(given.as_bytes().ct_eq(token.as_bytes()));
+                }
+            }
+        }
+        ok
+    }
+}
+
+/// The subprotocol a WebSocket route answers with when the client offered it (the console
+/// offers `warden.bearer.<token>` and this one).
+pub const WS_PROTOCOL: &str = "warden.v1";
+
+/// The prefix of the subprotocol that carries the bearer token on a WebSocket upgrade.
+pub const WS_BEARER_PREFIX: &str = "warden.bearer.";
+
+/// An HTTP/1.1 WebSocket opening handshake: GET with `Upgrade: websocket` and a key.
+pub fn is_websocket_upgrade(method: &Method, headers: &HeaderMap) -> bool {
+    method == Method::GET
+        && headers
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
+        && headers.contains_key(header::SEC_WEBSOCKET_KEY)
+}
+
+/// A browser's WebSocket from a page of another origin (cross-site WebSocket hijacking):
+/// its `Origin` names a host other than the one it connects to. Clients that send no
+/// `Origin` (not browsers) pass.
+pub fn is_cross_origin_websocket(method: &Method, headers: &HeaderMap) -> bool {
+    if !is_websocket_upgrade(method, headers) {
+        return false;
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return false;
+    };
+    let Some(origin_host) = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, rest)| rest.trim_end_matches('/'))
+    else {
+        return true;
+    };
+    // The host the browser connected to: `Host`, or, behind a reverse proxy that rewrites it,
+    // the `X-Forwarded-Host` it sets (a page cannot set either on a WebSocket).
+    let same = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .is_some_and(|h| origin_host.eq_ignore_ascii_case(h.trim()))
+    };
+    !(same("host") || same("x-forwarded-host"))
 }
 
 /// Why the token file could not be used.
@@ -173,5 +248,83 @@ mod tests {
         assert!(!auth.allows(&h));
         assert!(Auth::Disabled.allows(&HeaderMap::new()));
         assert!(!format!("{auth:?}").contains("abab"));
+    }
+
+    fn upgrade(protocols: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("upgrade", "websocket".parse().unwrap());
+        h.insert("connection", "Upgrade".parse().unwrap());
+        h.insert(
+            "sec-websocket-key",
+            "dGhlIHNhbXBsZSBub25jZQ==".parse().unwrap(),
+        );
+        h.insert("sec-websocket-protocol", protocols.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn websocket_token_rides_in_the_protocol_header_on_upgrades_only() {
+        let token = "cd".repeat(32);
+        let auth = Auth::Token(token.clone());
+        let get = Method::GET;
+        let right = format!("warden.bearer.{token}, warden.v1");
+        assert!(auth.allows_request(&get, &upgrade(&right)));
+        // Either order, several headers.
+        let mut h = upgrade("warden.v1");
+        h.append(
+            "sec-websocket-protocol",
+            format!("warden.bearer.{token}").parse().unwrap(),
+        );
+        assert!(auth.allows_request(&get, &h));
+        // Wrong, shorter, longer, empty, without the prefix.
+        for bad in [
+            format!("warden.bearer.{}, warden.v1", "cd".repeat(31)),
+            format!("warden.bearer.{token}x, warden.v1"),
+            "warden.bearer., warden.v1".to_string(),
+            format!("{token}, warden.v1"),
+            "warden.v1".to_string(),
+        ] {
+            assert!(!auth.allows_request(&get, &upgrade(&bad)), "{bad}");
+        }
+        // The same header on a request that is not an upgrade proves nothing.
+        let mut plain = HeaderMap::new();
+        plain.insert("sec-websocket-protocol", right.parse().unwrap());
+        assert!(!auth.allows_request(&get, &plain));
+        let mut no_key = upgrade(&right);
+        no_key.remove("sec-websocket-key");
+        assert!(!auth.allows_request(&get, &no_key));
+        assert!(!auth.allows_request(&Method::POST, &upgrade(&right)));
+        // The Authorization header still works on any request; --no-auth lets all through.
+        let mut bearer = HeaderMap::new();
+        bearer.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        assert!(auth.allows_request(&Method::POST, &bearer));
+        assert!(Auth::Disabled.allows_request(&get, &HeaderMap::new()));
+    }
+
+    #[test]
+    fn websockets_from_other_origins_are_told_apart() {
+        let get = Method::GET;
+        let mut h = upgrade("warden.v1");
+        h.insert("host", "127.0.0.1:7070".parse().unwrap());
+        assert!(
+            !is_cross_origin_websocket(&get, &h),
+            "no Origin: not a browser"
+        );
+        h.insert("origin", "http://127.0.0.1:7070".parse().unwrap());
+        assert!(!is_cross_origin_websocket(&get, &h));
+        for evil in ["https://evil.example", "http://127.0.0.1:7071", "null"] {
+            h.insert("origin", evil.parse().unwrap());
+            assert!(is_cross_origin_websocket(&get, &h), "{evil}");
+        }
+        // Behind a proxy that rewrote Host.
+        h.insert("host", "10.0.0.7:7070".parse().unwrap());
+        h.insert("origin", "https://warden.example".parse().unwrap());
+        assert!(is_cross_origin_websocket(&get, &h));
+        h.insert("x-forwarded-host", "warden.example".parse().unwrap());
+        assert!(!is_cross_origin_websocket(&get, &h));
+        // Not an upgrade: CORS is the browser's business there.
+        let mut plain = HeaderMap::new();
+        plain.insert("origin", "https://evil.example".parse().unwrap());
+        assert!(!is_cross_origin_websocket(&get, &plain));
     }
 }

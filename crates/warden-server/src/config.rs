@@ -13,6 +13,13 @@
 //! [pools.python]
 //! template = "python"
 //! replicas = 4
+//!
+//! [schedules.nightly]                # a cron schedule (`schedules`), created or replaced
+//! cron = "0 3 * * MON-FRI"
+//! timezone = "Europe/Berlin"
+//! [schedules.nightly.task]           # the body of POST /v1/tasks
+//! repo = "https://github.com/org/app.git"
+//! task = "Update the dependencies"
 //! ```
 
 use std::path::Path;
@@ -26,6 +33,12 @@ use crate::sandbox_router::is_dns_label;
 pub struct ServeConfig {
     pub templates: Vec<Template>,
     pub pools: Vec<PoolSpec>,
+    /// `[schedules.NAME]`: cron schedules, created or replaced at start.
+    pub schedules: Vec<crate::schedules::ScheduleSpec>,
+    /// `[webhooks]`: sources, their secrets' whereabouts, and rules.
+    pub webhooks: Option<crate::webhooks::WebhooksConfig>,
+    /// `[a2a]`: the agent card, the default repository, peer agents.
+    pub a2a: Option<crate::a2a::A2aConfig>,
 }
 
 /// Reads and validates a config file; the error names the file and the field.
@@ -50,9 +63,16 @@ pub fn parse(text: &str) -> Result<ServeConfig, String> {
                     config.pools.push(entry(&key, &name, body)?);
                 }
             }
+            "schedules" => {
+                for (name, body) in section(&key, value)? {
+                    config.schedules.push(entry(&key, &name, body)?);
+                }
+            }
+            "webhooks" => config.webhooks = Some(crate::webhooks::config::parse(value)?),
+            "a2a" => config.a2a = Some(crate::a2a::A2aConfig::parse(value)?),
             other => {
                 return Err(format!(
-                    "unknown key `{other}`; the allowed keys are `templates` and `pools`"
+                    "unknown key `{other}`; the allowed keys are `templates`, `pools`, `schedules`, `webhooks` and `a2a`"
                 ));
             }
         }
@@ -132,6 +152,33 @@ mod tests {
     }
 
     #[test]
+    fn schedules() {
+        let c = parse(
+            r#"
+            [schedules.nightly]
+            cron = "0 3 * * *"
+            timezone = "Europe/Berlin"
+            missed = "run-once"
+            [schedules.nightly.task]
+            repo = "https://example.com/org/app.git"
+            task = "Update the dependencies"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.schedules.len(), 1);
+        let s = &c.schedules[0];
+        assert_eq!(s.name.as_deref(), Some("nightly"));
+        assert_eq!(s.missed, crate::schedules::MissedPolicy::RunOnce);
+        assert_eq!(s.task.task, "Update the dependencies");
+        let e = parse(
+            "[schedules.x]\ncron = \"* * * * *\"\nmissed = \"all\"\n\
+             [schedules.x.task]\nrepo = \"https://e.com/r\"\ntask = \"t\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("schedules.x") && e.contains("missed"), "{e}");
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let e = parse("[templates.py]\nshutdown_after = \"soon\"\n").unwrap_err();
         assert!(
@@ -143,7 +190,7 @@ mod tests {
         let e = parse("[pools.p]\ntemplate = \"t\"\nreplicas = \"many\"\n").unwrap_err();
         assert!(e.contains("pools.p") && e.contains("replicas"), "{e}");
         let e = parse("[sandboxes.x]\n").unwrap_err();
-        assert!(e.contains("`templates` and `pools`"), "{e}");
+        assert!(e.contains("`templates`, `pools`"), "{e}");
         let e = parse("[templates.Bad_Name]\n").unwrap_err();
         assert!(e.contains("Bad_Name"), "{e}");
         let e = parse("[templates.a]\nname = \"b\"\n").unwrap_err();

@@ -2,7 +2,7 @@
 //!
 //! Owns: the HTTP API (sandboxes, templates, pools, exec, files, events, the router
 //! contract, answers to `warden agent` runs' approvals), bearer-token auth, the embedded
-//! store, metrics.
+//! store, metrics, the web console (`console`).
 //! Must never: answer an unauthenticated request on a non-loopback address, or lose track of
 //! a sandbox across a restart.
 //!
@@ -11,19 +11,24 @@
 //! the driver, `Driver::recover`, then the pools), then [`serve`] an [`app`] over an
 //! [`AppState`].
 
+pub mod a2a;
 pub mod api;
 pub mod api_tasks;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod sandbox_router;
+pub mod schedules;
 pub mod store;
 pub mod tasks;
 pub mod testing;
 pub mod testing_git;
+pub mod testing_pg;
+pub mod webhooks;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -54,6 +59,12 @@ pub struct AppState {
     agent_runs: Option<Arc<Path>>,
     /// The task queue and its runner, when this server runs tasks.
     tasks: Option<tasks::runner::Tasks>,
+    /// The A2A server (agent card, JSON-RPC), when enabled.
+    a2a: Option<Arc<a2a::A2aServer>>,
+    /// Cron schedules filing tasks, when this server runs them.
+    schedules: Option<schedules::Schedules>,
+    /// Webhook deliveries filing tasks, when configured.
+    webhooks: Option<webhooks::Webhooks>,
 }
 
 #[derive(Debug)]
@@ -86,6 +97,9 @@ impl AppState {
             }),
             agent_runs: None,
             tasks: None,
+            a2a: None,
+            schedules: None,
+            webhooks: None,
         }
     }
 
@@ -105,6 +119,38 @@ impl AppState {
 
     pub fn tasks(&self) -> Option<&tasks::runner::Tasks> {
         self.tasks.as_ref()
+    }
+
+    /// Serves A2A (`/.well-known/agent-card.json`, `POST /a2a`) through `server`.
+    pub fn with_a2a(mut self, server: a2a::A2aServer) -> AppState {
+        server.set_metrics(self.metrics().tasks().clone());
+        self.a2a = Some(Arc::new(server));
+        self
+    }
+
+    pub fn a2a(&self) -> Option<&Arc<a2a::A2aServer>> {
+        self.a2a.as_ref()
+    }
+
+    /// Serves the schedule API over `schedules` (whose loop the caller starts).
+    pub fn with_schedules(mut self, schedules: schedules::Schedules) -> AppState {
+        schedules.set_metrics(self.metrics().schedules().clone());
+        self.schedules = Some(schedules);
+        self
+    }
+
+    pub fn schedules(&self) -> Option<&schedules::Schedules> {
+        self.schedules.as_ref()
+    }
+
+    /// Serves the webhook endpoints (`/webhooks/...`) and their API through `webhooks`.
+    pub fn with_webhooks(mut self, webhooks: webhooks::Webhooks) -> AppState {
+        self.webhooks = Some(webhooks);
+        self
+    }
+
+    pub fn webhooks(&self) -> Option<&webhooks::Webhooks> {
+        self.webhooks.as_ref()
     }
 
     pub fn driver(&self) -> &Arc<dyn Driver> {
@@ -170,6 +216,7 @@ pub fn app(state: AppState) -> Router {
     let authed = authed.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     authed
         .merge(open)
+        .merge(console::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             record_metrics,
@@ -183,7 +230,15 @@ pub fn app(state: AppState) -> Router {
 }
 
 async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if state.auth().allows(req.headers()) {
+    if auth::is_cross_origin_websocket(req.method(), req.headers()) {
+        return ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            "a WebSocket from a page of another origin is refused",
+        )
+        .into_response();
+    }
+    if state.auth().allows_request(req.method(), req.headers()) {
         next.run(req).await
     } else {
         ApiError::unauthenticated().into_response()

@@ -105,6 +105,30 @@ impl TaskMetrics {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+/// Runs of cron schedules on this replica, by outcome: `filed` (a task), `failed` (no task
+/// could be filed; the schedule's `last_error` says why), `skipped` (missed, policy `skip`).
+#[derive(Clone, Debug, Default)]
+pub struct ScheduleMetrics {
+    runs: Family<OutcomeLabels, Counter>,
+}
+
+impl ScheduleMetrics {
+    pub fn run(&self, outcome: &'static str) {
+        self.runs.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    source: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LaunchLabels {
     launch: &'static str,
 }
@@ -120,6 +144,8 @@ pub struct Metrics {
     pool_replicas: Family<PoolLabels, Gauge>,
     claims: Family<LaunchLabels, Counter>,
     tasks: TaskMetrics,
+    schedules: ScheduleMetrics,
+    webhooks: Family<WebhookLabels, Counter>,
 }
 
 const PHASES: [(Phase, &str); 5] = [
@@ -204,8 +230,22 @@ impl Metrics {
             "Tasks running on this replica, each in its own sandbox",
             tasks.running_here.clone(),
         );
+        let schedules = ScheduleMetrics::default();
+        registry.register(
+            "schedule_runs",
+            "Runs of cron schedules on this replica: filed (a task), failed (none could be filed), skipped (missed)",
+            schedules.runs.clone(),
+        );
+        let webhooks = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook deliveries by source and outcome (accepted, ignored, rejected, duplicate)",
+            webhooks.clone(),
+        );
         Metrics {
             tasks,
+            schedules,
+            webhooks,
             registry: Mutex::new(registry),
             requests,
             latency,
@@ -234,6 +274,22 @@ impl Metrics {
     /// The task metrics, for the runner and the API.
     pub fn tasks(&self) -> &TaskMetrics {
         &self.tasks
+    }
+
+    /// The schedule metrics, for the scheduler.
+    pub fn schedules(&self) -> &ScheduleMetrics {
+        &self.schedules
+    }
+
+    /// A webhook delivery of `source` (github, alertmanager, pagerduty, generic:NAME) ended
+    /// with `outcome`.
+    pub fn webhook_delivery(&self, source: &str, outcome: &'static str) {
+        self.webhooks
+            .get_or_create(&WebhookLabels {
+                source: source.to_string(),
+                outcome,
+            })
+            .inc();
     }
 
     pub fn task_submitted(&self) {

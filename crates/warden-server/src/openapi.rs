@@ -294,6 +294,8 @@ impl Modify for BearerAuth {
 const DESCRIPTION: &str = "The sandbox API of `warden serve`. Every route but `/healthz` needs \
 `Authorization: Bearer <token>`; the token is in `<data>/token`. Errors are \
 `{\"code\", \"message\"}` with the status of the problem.\n\n\
+Webhooks: deliveries to `/webhooks/...` need no token; each source checks its own signature \
+or bearer secret (401 when it fails), and a delivery id is accepted once (409 for a replay).\n\n\
 Approvals: the tool calls that `warden agent` runs (with the same data directory) wait on, \
 listed and answered as `warden approvals` does.\n\n\
 Router contract (kubernetes-sigs/agent-sandbox): any request carrying `X-Sandbox-ID`, on any \
@@ -334,8 +336,23 @@ upstream router's validation and `{\"detail\": \"...\"}` errors (400, 502, 504).
         crate::api_tasks::cancel_task,
         crate::api_tasks::task_events,
         crate::api_tasks::task_approvals,
+        crate::schedules::api::list_schedules,
+        crate::schedules::api::put_schedule,
+        crate::schedules::api::get_schedule,
+        crate::schedules::api::delete_schedule,
+        crate::schedules::api::pause_schedule,
+        crate::schedules::api::resume_schedule,
+        crate::schedules::api::run_schedule,
         crate::api::list_approvals,
         crate::api::answer_approval,
+        crate::webhooks::api::list_webhooks,
+        crate::webhooks::api::list_deliveries,
+        crate::webhooks::api::github,
+        crate::webhooks::api::alertmanager,
+        crate::webhooks::api::pagerduty,
+        crate::webhooks::api::generic,
+        crate::a2a::agent_card,
+        crate::a2a::jsonrpc,
     ),
     components(schemas(ExecEventDoc)),
     modifiers(&BearerAuth),

@@ -451,6 +451,7 @@ async fn run(args: AgentArgs) -> Result<RunOutcome, Failure> {
         tools: tools::ALL_TOOLS.iter().map(|s| s.to_string()).collect(),
         max_tokens_per_call: 8192,
         stream: !args.no_stream,
+        delegate: None,
     };
     let agent = Agent {
         config: Arc::new(config),

@@ -11,6 +11,7 @@ macro_rules! say {
     }};
 }
 
+mod a2a_cmd;
 mod agent_cmd;
 mod controller_cmd;
 mod doctor;
@@ -21,10 +22,12 @@ mod router_cmd;
 mod run;
 mod sandbox_cmd;
 mod sandboxd_cmd;
+mod schedule_cmd;
 mod serve_cmd;
 mod skills_cmd;
 mod task_cmd;
 mod trust_cmd;
+mod webhook_cmd;
 
 use std::process::ExitCode;
 
@@ -57,6 +60,8 @@ enum Command {
     Serve(Box<serve_cmd::ServeArgs>),
     Sandbox(Box<sandbox_cmd::SandboxArgs>),
     Task(Box<task_cmd::TaskArgs>),
+    Schedule(Box<schedule_cmd::ScheduleArgs>),
+    Webhook(Box<webhook_cmd::WebhookArgs>),
     Sandboxd(Box<sandboxd_cmd::SandboxdArgs>),
     Skills(skills_cmd::SkillsArgs),
     Permissions(permissions_cmd::PermissionsArgs),
@@ -65,6 +70,7 @@ enum Command {
     Approvals(agent_cmd::ApprovalsArgs),
     Router(Box<router_cmd::RouterArgs>),
     Controller(Box<controller_cmd::ControllerArgs>),
+    A2a(Box<a2a_cmd::A2aArgs>),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +90,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve_cmd::main(*args),
         Command::Sandbox(args) => sandbox_cmd::main(*args),
         Command::Task(args) => task_cmd::main(*args),
+        Command::Schedule(args) => schedule_cmd::main(*args),
+        Command::Webhook(args) => webhook_cmd::main(*args),
         Command::Sandboxd(args) => sandboxd_cmd::main(*args),
         Command::Skills(args) => skills_cmd::main(args),
         Command::Permissions(args) => permissions_cmd::main(args),
@@ -92,6 +100,7 @@ fn main() -> ExitCode {
         Command::Approvals(args) => agent_cmd::approvals_main(args),
         Command::Router(args) => router_cmd::main(*args),
         Command::Controller(args) => controller_cmd::main(*args),
+        Command::A2a(args) => a2a_cmd::main(*args),
     }
 }
 

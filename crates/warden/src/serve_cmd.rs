@@ -38,9 +38,55 @@ OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) set, each ta
 over OTLP/HTTP following the GenAI conventions (invoke_agent, chat, execute_tool spans), and
 agents that honour it get TRACEPARENT. WARDEN_LOG_FORMAT=json logs one JSON object per line.
 
+Cron schedules (/v1/schedules, `warden schedule`) file a task on a cron expression (5 fields,
+6 with seconds first, or @daily...) read in an IANA time zone (default UTC). They live in the
+task database: every replica sharing it runs the scheduler, and each run is claimed by one
+replica and files one task (idempotency key schedule:NAME:FIRE-TIME-MS). Runs missed while no
+replica was up (more than a minute late): `skip` (default) drops them, `run-once` files one
+task for them all, `run-all` one for each (the latest 10 at most). Metrics: warden_serve_schedule_runs. The config file can declare them:
+
+  [schedules.nightly]
+  cron = \"0 3 * * MON-FRI\"
+  timezone = \"Europe/Berlin\"
+  [schedules.nightly.task]
+  repo = \"https://github.com/org/app.git\"
+  task = \"Update the dependencies and fix what breaks\"
+
 The tool calls that `warden agent` runs and tasks' agents (with the same data directory) wait
 on are listed and answered under /v1/approvals, as `warden approvals` and `warden task approve`
 do.
+
+The web console is at /console/ (/ leads there): tasks with their live events, pending
+approvals to approve or deny, sandboxes with a terminal in the browser (xterm.js over the exec
+WebSocket, with a TTY), templates, pools, schedules and webhook deliveries. It asks for the
+same token (kept in the browser tab only) and sends it with every request; its files need none.
+
+Webhooks file tasks from events: POST /webhooks/github (X-Hub-Signature-256), /webhooks/alertmanager
+(Authorization: Bearer, payload version 4), /webhooks/pagerduty (X-PagerDuty-Signature, v3) and
+/webhooks/generic/NAME (Authorization: Bearer, X-Webhook-Delivery). These need no API token: each
+source is on only when the config file's [webhooks.SOURCE] names its secret (secret_file or
+secret_env), and a bad or missing signature gets 401 with nothing started. [[webhooks.rules]] map a
+delivery to a task (repo, a MiniJinja prompt filled from the payload, agent, model, template); a
+delivery id is accepted once (a replay gets 409). `warden webhook ls` and `warden webhook
+deliveries` show the rules and what became of each delivery, rejected ones with the reason:
+
+  [webhooks.github]
+  secret_file = \"/etc/warden/github-secret\"
+  [[webhooks.rules]]
+  name = \"fix-on-comment\"
+  source = \"github\"
+  event = \"issue_comment\"
+  comment_prefix = \"/warden\"         # by OWNER, MEMBER or COLLABORATOR only (author_association)
+  prompt = \"{{ webhook.command }} (issue #{{ issue.number }}: {{ issue.title }})\"
+
+Other agents give this server tasks over A2A v1.0: its agent card is public at
+/.well-known/agent-card.json (the skills of [a2a] skills_dir, the JSON-RPC URL, the bearer
+scheme) and POST /a2a takes JSON-RPC (SendMessage, SendStreamingMessage, GetTask, ListTasks,
+CancelTask, SubscribeToTask) with the same token. A message becomes a task on the [a2a] repo
+(or the repo of its metadata or data part); a task waiting for an approval is
+TASK_STATE_INPUT_REQUIRED until a message on it says \"approve\" or \"deny\". With
+[a2a.peers.NAME] (url, token_file), warden's agent gets a Delegate tool that hands sub-tasks to
+those agents. `warden a2a` is the client.
 
 Requests carrying X-Sandbox-ID, on any path, follow the kubernetes-sigs/agent-sandbox router
 contract: they are forwarded to that sandbox's runtime server (X-Sandbox-Port, default 8888).
@@ -73,6 +119,15 @@ The config file declares templates and pools, upserted into the store at every s
   [pools.python]
   template = \"python\"
   replicas = 4
+
+  [a2a]                                  # the A2A agent card and defaults
+  name = \"app-fixer\"
+  repo = \"https://github.com/org/app.git\"
+  skills_dir = \"/srv/checkouts/app\"
+  public_url = \"https://warden.example.com\"
+  [a2a.peers.reviewer]                   # an agent tasks may delegate to
+  url = \"http://10.0.0.7:7070\"
+  token_file = \"/etc/warden/reviewer-token\"
 
 Exit status: 0 after SIGTERM or SIGINT; 64 for a bad flag, config file or data directory
 (including --no-auth on a non-loopback address); 69 when the address cannot be bound; 70
@@ -425,10 +480,64 @@ async fn serve(
         }
     };
     let task_store: Arc<dyn warden_server::tasks::TaskStore> = Arc::new(task_db.clone());
-    let tasks = match start_tasks(&data, driver.clone(), &store, task_store, &task_flags).await {
+    // Peer agents that tasks may delegate sub-tasks to (`[a2a.peers]`).
+    let peers = config
+        .as_ref()
+        .and_then(|c| c.a2a.as_ref())
+        .map(|a| &a.peers);
+    let delegate = match peers.map(warden_server::a2a::delegate::PeerDelegate::from_config) {
+        None | Some(Ok(None)) => None,
+        Some(Ok(Some(d))) => Some(d),
+        Some(Err(e)) => return fail(StartError::Usage(format!("--config {e}"))),
+    };
+    let tasks = match start_tasks(
+        &data,
+        driver.clone(),
+        &store,
+        task_store,
+        &task_flags,
+        delegate,
+    )
+    .await
+    {
         Ok(t) => t,
         Err(e) => return fail(e),
     };
+    // A2A: the agent card and JSON-RPC over the same task queue.
+    let a2a = match warden_server::a2a::A2aServer::new(
+        config
+            .as_ref()
+            .and_then(|c| c.a2a.clone())
+            .unwrap_or_default(),
+        tasks.clone(),
+        task_db.clone(),
+        matches!(auth, Auth::Token(_)),
+    ) {
+        Ok(a) => a,
+        Err(e) => return fail(StartError::Usage(format!("--config {e}"))),
+    };
+    // Webhooks: deliveries filing tasks by the config's [webhooks] rules; secrets read now.
+    let webhooks = match warden_server::webhooks::Webhooks::start(
+        config
+            .as_ref()
+            .and_then(|c| c.webhooks.clone())
+            .unwrap_or_default(),
+        &|name| std::env::var(name).ok(),
+        task_db.clone(),
+        tasks.clone(),
+    ) {
+        Ok(w) => w,
+        Err(e) => return fail(StartError::Usage(format!("--config {e}"))),
+    };
+    // Cron schedules in the task database; the config file's are created or replaced now.
+    let schedules = warden_server::schedules::Schedules::new(
+        task_db.clone(),
+        tasks.clone(),
+        Arc::new(warden_server::schedules::SystemClock),
+    );
+    if let Err(e) = put_config_schedules(&schedules, config.as_ref()).await {
+        return fail(e);
+    }
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -450,8 +559,12 @@ async fn serve(
     );
     let state = AppState::new(driver, store, auth)
         .with_agent_runs(data.join("agent-runs"))
-        .with_tasks(tasks.clone());
+        .with_tasks(tasks.clone())
+        .with_schedules(schedules.clone())
+        .with_webhooks(webhooks)
+        .with_a2a(a2a);
     let _runner = tasks.start();
+    let _scheduler = schedules.start();
     let shutdown = async {
         let stop = crate::stop_signal().await;
         say!("warden serve: {stop}, stopping");
@@ -465,6 +578,30 @@ async fn serve(
     }
 }
 
+/// Creates or replaces the config file's `[schedules.NAME]`; a bad one is a usage error
+/// naming its section and field.
+async fn put_config_schedules(
+    schedules: &warden_server::schedules::Schedules,
+    config: Option<&warden_server::ServeConfig>,
+) -> Result<(), StartError> {
+    use warden_server::schedules::scheduler::ScheduleError;
+    for spec in config.map(|c| c.schedules.as_slice()).unwrap_or_default() {
+        let name = spec.name.clone().unwrap_or_default();
+        match schedules.put(&name, spec.clone()).await {
+            Ok(_) => {}
+            Err(ScheduleError::Invalid(errors)) => {
+                let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                return Err(StartError::Usage(format!(
+                    "--config: [schedules.{name}]: {}",
+                    errors.join("; ")
+                )));
+            }
+            Err(ScheduleError::Store(e)) => return Err(StartError::Host(e.to_string())),
+        }
+    }
+    Ok(())
+}
+
 /// The task queue's runner over `driver`: the task template made when missing, the
 /// built-in agents, the flags' defaults.
 async fn start_tasks(
@@ -473,6 +610,7 @@ async fn start_tasks(
     store: &Store,
     task_store: Arc<dyn warden_server::tasks::TaskStore>,
     flags: &TaskFlags,
+    delegate: Option<warden_server::a2a::delegate::PeerDelegate>,
 ) -> Result<warden_server::tasks::runner::Tasks, StartError> {
     use warden_server::tasks::runner::{RunnerConfig, Tasks};
     if flags.template == "default" && !driver.templates().await.iter().any(|t| t.name == "default")
@@ -506,7 +644,10 @@ async fn start_tasks(
     use warden_server::tasks::telemetry::{Telemetry, TelemetryConfig};
     let otel = TelemetryConfig::from_env().map_err(|e| StartError::Usage(e.to_string()))?;
     cfg.telemetry = Telemetry::start(&otel).map_err(|e| StartError::Usage(e.to_string()))?;
-    let agents = warden_server::tasks::agents::BuiltinAgents::new(data);
+    let mut agents = warden_server::tasks::agents::BuiltinAgents::new(data);
+    if let Some(d) = delegate {
+        agents.delegate = Some(Arc::new(d));
+    }
     Ok(Tasks::new(task_store, driver, Arc::new(agents), cfg))
 }
 

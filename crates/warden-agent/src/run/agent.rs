@@ -50,6 +50,9 @@ pub struct AgentConfig {
     pub max_tokens_per_call: u32,
     /// Stream the model's answers (text deltas reach watchers as they come).
     pub stream: bool,
+    /// Peer agents the `Delegate` tool hands sub-tasks to (offered when set and `tools`
+    /// names it).
+    pub delegate: Option<Arc<dyn super::Delegate>>,
 }
 
 /// Cancels a run: `cancel()` on the handle, and the run stops at the next step (an
@@ -206,9 +209,17 @@ impl Agent {
             }
             let request = ModelRequest::new(state.messages.clone())
                 .with_system(scope.system.clone())
-                .with_tools(tools::definitions(
-                    &scope.tools.iter().map(String::as_str).collect::<Vec<_>>(),
-                ))
+                .with_tools({
+                    let mut defs = tools::definitions(
+                        &scope.tools.iter().map(String::as_str).collect::<Vec<_>>(),
+                    );
+                    if let Some(d) = &self.config.delegate
+                        && scope.tools.iter().any(|t| t == super::DELEGATE)
+                    {
+                        defs.push(d.definition());
+                    }
+                    defs
+                })
                 .with_max_tokens(self.config.max_tokens_per_call);
             let call = async {
                 if self.config.stream {
@@ -726,6 +737,10 @@ impl Agent {
                 let a = args!(tools::TaskArgs);
                 return Ok(self.task(state, call, &a, cancel, scope).await);
             }
+            super::DELEGATE => match &self.config.delegate {
+                Some(d) => d.delegate(input, cancel).await,
+                None => ToolOutput::error("no peer agents are configured"),
+            },
             other => ToolOutput::error(format!("there is no tool `{other}`")),
         })
     }

@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod approval;
 pub mod budget;
+pub mod delegate;
 pub mod event;
 pub mod external;
 pub mod host;
@@ -24,6 +25,7 @@ pub mod transcript;
 pub use agent::{Agent, AgentConfig, Cancel, CancelHandle, DEFAULT_MAX_TOOL_OUTPUT, cancellation};
 pub use approval::{Answer, ApprovalBox, Approver, DenyAll, OnTimeout, PendingApproval};
 pub use budget::{Budget, Price};
+pub use delegate::{DELEGATE, Delegate};
 pub use event::{AgentEvent, RunOutcome, RunStatus};
 pub use host::{DriverHost, ToolHost};
 pub use prepare::{PrepareError, PrepareOptions, Prepared, prepare, system_prompt};

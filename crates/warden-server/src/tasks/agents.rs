@@ -33,6 +33,8 @@ pub struct BuiltinAgents {
     /// Variables read before the process environment (model keys and base URLs), for
     /// callers that embed the server.
     pub env: std::collections::BTreeMap<String, String>,
+    /// Peer agents warden's agent may delegate sub-tasks to (the `Delegate` tool).
+    pub delegate: Option<Arc<dyn warden_agent::run::Delegate>>,
 }
 
 impl BuiltinAgents {
@@ -42,6 +44,7 @@ impl BuiltinAgents {
             max_turns: 100,
             approval_timeout: Duration::from_secs(3600),
             env: Default::default(),
+            delegate: None,
         }
     }
 }
@@ -170,9 +173,15 @@ impl BuiltinAgents {
             max_tool_output: warden_agent::run::DEFAULT_MAX_TOOL_OUTPUT,
             approval_timeout: self.approval_timeout,
             on_timeout: OnTimeout::Deny,
-            tools: tools::ALL_TOOLS.iter().map(|s| s.to_string()).collect(),
+            tools: tools::ALL_TOOLS
+                .iter()
+                .copied()
+                .chain(self.delegate.as_ref().map(|_| warden_agent::run::DELEGATE))
+                .map(str::to_string)
+                .collect(),
             max_tokens_per_call: 8192,
             stream: true,
+            delegate: self.delegate.clone(),
         };
         let agent = Agent {
             config: Arc::new(config),

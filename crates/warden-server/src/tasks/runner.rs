@@ -206,8 +206,43 @@ impl Tasks {
             }
         }
         let id = new_task_id();
+        let spec = self.check(submission, &id).await?;
+        let task = Task::new(id, spec, Timestamp::now());
+        match self
+            .inner
+            .store
+            .insert(&task)
+            .await
+            .map_err(SubmitError::Store)?
+        {
+            Inserted::Created(t) => {
+                // The store wrote the first event with the task; watchers hear of it here.
+                let _ = self.inner.live.send(LiveEvent {
+                    task_id: t.id.clone(),
+                    event: TaskEvent {
+                        seq: 1,
+                        time: t.created_at,
+                        kind: "status".into(),
+                        data: json!({"status": "QUEUED"}),
+                    },
+                });
+                self.inner.wake.notify_one();
+                Ok((t, true))
+            }
+            Inserted::Existing(t) => Ok((t, false)),
+        }
+    }
+
+    /// Checks a submission as [`Tasks::submit`] does, without queuing it: its fields, its
+    /// template, and that the template's policy lets the sandbox reach its repository. `id`
+    /// is the task's id (the default branch is named after it).
+    pub async fn check(
+        &self,
+        submission: TaskSubmission,
+        id: &str,
+    ) -> Result<super::model::TaskSpec, SubmitError> {
         let spec = submission
-            .validate(&id, &self.inner.cfg.defaults)
+            .validate(id, &self.inner.cfg.defaults)
             .map_err(SubmitError::Invalid)?;
         let mut errors = Vec::new();
         let templates = self.inner.driver.templates().await;
@@ -237,30 +272,7 @@ impl Tasks {
         if !errors.is_empty() {
             return Err(SubmitError::Invalid(errors));
         }
-        let task = Task::new(id, spec, Timestamp::now());
-        match self
-            .inner
-            .store
-            .insert(&task)
-            .await
-            .map_err(SubmitError::Store)?
-        {
-            Inserted::Created(t) => {
-                // The store wrote the first event with the task; watchers hear of it here.
-                let _ = self.inner.live.send(LiveEvent {
-                    task_id: t.id.clone(),
-                    event: TaskEvent {
-                        seq: 1,
-                        time: t.created_at,
-                        kind: "status".into(),
-                        data: json!({"status": "QUEUED"}),
-                    },
-                });
-                self.inner.wake.notify_one();
-                Ok((t, true))
-            }
-            Inserted::Existing(t) => Ok((t, false)),
-        }
+        Ok(spec)
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Task>, TaskStoreError> {
