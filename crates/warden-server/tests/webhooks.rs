@@ -841,7 +841,9 @@ async fn postgres_concurrent_deliveries_of_one_id_file_one_task() {
 /// The store alone: claims, releases, listing filters and the bound on unclaimed rows.
 async fn store_scenario(db: SqlTaskStore) {
     use warden_server::tasks::model::Timestamp;
-    use warden_server::webhooks::store::{DeliveryRecord, DeliveryStore, KEEP_UNCLAIMED};
+    use warden_server::webhooks::store::{
+        DeliveryRecord, DeliveryStore, KEEP_UNCLAIMED, STALE_CLAIM_MS,
+    };
     let store = DeliveryStore::new(db);
     let t0 = Timestamp(1_000_000);
     let a = store
@@ -876,6 +878,45 @@ async fn store_scenario(db: SqlTaskStore) {
     let got = store.get(&b).await.unwrap().unwrap();
     assert_eq!(got.task_ids, ["task-1"]);
     assert_eq!(got.outcome, Outcome::Accepted);
+    // A claim its server never finished (it stopped half-way): refused while it may still
+    // be in hand, taken over (the same record) once stale, and only by one delivery.
+    let c = store
+        .claim("github", "crashed", "push", t0)
+        .await
+        .unwrap()
+        .unwrap();
+    let soon = Timestamp(t0.0 + STALE_CLAIM_MS - 1);
+    assert_eq!(
+        store
+            .claim("github", "crashed", "push", soon)
+            .await
+            .unwrap(),
+        None
+    );
+    let later = Timestamp(t0.0 + STALE_CLAIM_MS + 1);
+    let (x, y) = tokio::join!(
+        store.claim("github", "crashed", "push", later),
+        store.claim("github", "crashed", "push", later),
+    );
+    let taken: Vec<String> = [x.unwrap(), y.unwrap()].into_iter().flatten().collect();
+    assert_eq!(
+        taken,
+        [c.clone()],
+        "one delivery takes the stale claim over"
+    );
+    store
+        .finish(&c, Outcome::Accepted, None, 202, &["task-2".to_string()])
+        .await
+        .unwrap();
+    let much_later = Timestamp(t0.0 + 10 * STALE_CLAIM_MS);
+    assert_eq!(
+        store
+            .claim("github", "crashed", "push", much_later)
+            .await
+            .unwrap(),
+        None,
+        "a finished claim is never taken over"
+    );
     // Rejected rows are bounded, newest kept.
     for i in 0..KEEP_UNCLAIMED + 5 {
         store
@@ -906,7 +947,9 @@ async fn store_scenario(db: SqlTaskStore) {
         .list(Some("github"), Some(Outcome::Accepted), 10)
         .await
         .unwrap();
-    assert_eq!(gh.len(), 1);
+    // `x` and the taken-over `crashed`.
+    assert_eq!(gh.len(), 2);
+    assert!(gh.iter().any(|d| d.id == c && d.task_ids == ["task-2"]));
     let newest = store.list(None, None, 2).await.unwrap();
     assert_eq!(newest.len(), 2);
     assert!(newest[0].received_at >= newest[1].received_at);

@@ -108,7 +108,8 @@ resources.memory and cpus, filesystem.tmp_size, environment.set and workspace_qu
 the pod; network mode \"host\", deny_domains, allow_ports, allow_cidrs and credential routes
 are refused (a pod cannot honour them); idle_timeout is not enforced (agent-sandbox has none).
 
-The config file declares templates and pools, upserted into the store at every start:
+The config file declares templates, pools and schedules, upserted into the store at every
+start, and the webhook sources and rules and the A2A server, read at start:
 
   [templates.python]
   shutdown_after = \"1h\"
@@ -161,7 +162,8 @@ pub struct ServeArgs {
     /// $XDG_DATA_HOME/warden or ~/.local/share/warden].
     #[arg(long, value_name = "DIR", env = "WARDEN_DATA")]
     data: Option<PathBuf>,
-    /// TOML file declaring [templates.NAME] and [pools.NAME], upserted at start.
+    /// TOML file declaring [templates.NAME], [pools.NAME] and [schedules.NAME] (upserted at
+    /// start), [webhooks] sources and rules, and [a2a]; see below.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Serve without a token. Refused unless --listen is a loopback address.

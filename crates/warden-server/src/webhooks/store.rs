@@ -148,6 +148,10 @@ fn from_row(r: Row) -> Result<DeliveryRecord, TaskStoreError> {
     })
 }
 
+/// How long a claim may stay "being handled" before it counts as left by a server that
+/// stopped (handling a delivery takes well under a second).
+pub const STALE_CLAIM_MS: i64 = 5 * 60 * 1000;
+
 impl DeliveryStore {
     pub fn new(db: SqlTaskStore) -> DeliveryStore {
         DeliveryStore { db }
@@ -155,6 +159,10 @@ impl DeliveryStore {
 
     /// Claims `delivery_id` of `source` for a delivery received at `now`: the new record's id,
     /// or `None` when another delivery holds the id (accepted before, or being handled).
+    /// A claim still "being handled" after [`STALE_CLAIM_MS`] was left by a server that
+    /// stopped half-way (handling takes a moment): it is taken over, its record's id
+    /// returned, so a redelivery is handled instead of refused as a replay. The tasks it may
+    /// have filed come back from their idempotency keys; none is filed twice.
     pub async fn claim(
         &self,
         source: &str,
@@ -179,7 +187,43 @@ impl DeliveryStore {
                 .map(|r| r.rows_affected())
         })
         .map_err(sql_error)?;
-        Ok((n == 1).then_some(id))
+        if n == 1 {
+            return Ok(Some(id));
+        }
+        // One statement: of two deliveries racing to take over, the second finds the row
+        // fresh again.
+        const TAKE_OVER: &str = "UPDATE webhook_deliveries SET received_ms = $3, event = $4 \
+             WHERE source = $1 AND claimed_id = $2 AND outcome = 'accepted' \
+             AND reason = 'being handled' AND received_ms < $5";
+        const FIND: &str =
+            "SELECT id FROM webhook_deliveries WHERE source = $1 AND claimed_id = $2";
+        let stale_before = now.millis() - STALE_CLAIM_MS;
+        let taken = with_pool!(self.db, pool => async {
+            let n = sqlx::query(TAKE_OVER)
+                .bind(source)
+                .bind(delivery_id)
+                .bind(now.millis())
+                .bind(event)
+                .bind(stale_before)
+                .execute(pool)
+                .await?
+                .rows_affected();
+            if n != 1 {
+                return Ok(None);
+            }
+            sqlx::query_scalar::<_, String>(FIND)
+                .bind(source)
+                .bind(delivery_id)
+                .fetch_optional(pool)
+                .await
+        }
+        .await)
+        .map_err(sql_error)?;
+        if let Some(id) = &taken {
+            tracing::warn!(source, delivery_id, record = %id,
+                "took over a webhook delivery a stopped server left half-handled");
+        }
+        Ok(taken)
     }
 
     /// Ends a claimed delivery: its outcome, reason, status and tasks. The claim is kept for
