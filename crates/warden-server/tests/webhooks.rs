@@ -901,7 +901,7 @@ async fn store_scenario(db: SqlTaskStore) {
     let taken: Vec<String> = [x.unwrap(), y.unwrap()].into_iter().flatten().collect();
     assert_eq!(
         taken,
-        [c.clone()],
+        std::slice::from_ref(&c),
         "one delivery takes the stale claim over"
     );
     store
