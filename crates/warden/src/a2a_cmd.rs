@@ -12,6 +12,7 @@ use warden_server::a2a::client::{
 };
 
 use crate::EXIT_USAGE;
+use crate::sandbox_cmd::Failure;
 
 const A2A_HELP: &str = "\
 A2A (Agent2Agent, v1.0) lets agents give each other tasks. An agent publishes its card at
@@ -84,11 +85,6 @@ struct SendArgs {
     no_wait: bool,
 }
 
-struct Failure {
-    code: u8,
-    message: String,
-}
-
 fn failure(e: ClientError) -> Failure {
     let code = match &e {
         ClientError::Usage(_) => EXIT_USAGE,
@@ -102,23 +98,7 @@ fn failure(e: ClientError) -> Failure {
 }
 
 pub fn main(args: A2aArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            say!("warden a2a: cannot start the runtime: {e}");
-            return ExitCode::from(70);
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(code) => code,
-        Err(f) => {
-            say!("warden a2a: {}", f.message);
-            ExitCode::from(f.code)
-        }
-    }
+    crate::sandbox_cmd::run_client("a2a", run(args))
 }
 
 fn read_token(file: Option<&PathBuf>) -> Result<Option<String>, Failure> {

@@ -173,7 +173,8 @@ struct ExecArgs {
     command: Vec<String>,
 }
 
-fn parse_kv(s: &str) -> Result<(String, String), String> {
+/// A `KEY=VALUE` flag value (`--env`), for clap's `value_parser`.
+pub(crate) fn parse_kv(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("`{s}`: expected KEY=VALUE")),
@@ -235,20 +236,29 @@ pub(crate) fn find_token(data: Option<&Path>) -> Result<Option<String>, Failure>
 }
 
 pub fn main(args: SandboxArgs) -> ExitCode {
+    run_client("sandbox", run(args))
+}
+
+/// Runs the future of the client command `warden NAME` on a current-thread runtime; a
+/// failure is printed as `warden NAME: message` and exits with its code.
+pub(crate) fn run_client(
+    name: &str,
+    command: impl Future<Output = Result<ExitCode, Failure>>,
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(r) => r,
         Err(e) => {
-            say!("warden sandbox: cannot start the runtime: {e}");
+            say!("warden {name}: cannot start the runtime: {e}");
             return ExitCode::from(70);
         }
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(command) {
         Ok(code) => code,
         Err(f) => {
-            say!("warden sandbox: {}", f.message);
+            say!("warden {name}: {}", f.message);
             ExitCode::from(f.code)
         }
     }

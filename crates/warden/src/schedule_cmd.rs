@@ -16,7 +16,7 @@ use warden_server::schedules::scheduler::MISSED_HELP;
 use warden_server::schedules::{MissedPolicy, Schedule};
 use warden_server::tasks::model::Timestamp;
 
-use crate::sandbox_cmd::{Failure, find_token, print_json, short, table, usage};
+use crate::sandbox_cmd::{Failure, find_token, parse_kv, print_json, short, table, usage};
 
 const SCHEDULE_HELP: &str = "\
 A schedule files a task (the same fields as `warden task submit`) on a cron expression read in
@@ -159,30 +159,8 @@ fn parse_missed(s: &str) -> Result<MissedPolicy, String> {
     MissedPolicy::parse(s)
 }
 
-fn parse_kv(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("`{s}` is not NAME=VALUE"))
-}
-
 pub fn main(args: ScheduleArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            say!("warden schedule: cannot start the runtime: {e}");
-            return ExitCode::from(70);
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(code) => code,
-        Err(f) => {
-            say!("warden schedule: {}", f.message);
-            ExitCode::from(f.code)
-        }
-    }
+    crate::sandbox_cmd::run_client("schedule", run(args))
 }
 
 type Outcome = Result<ExitCode, Failure>;

@@ -12,7 +12,7 @@ use warden_server::api_tasks::{TaskCreated, TaskList};
 use warden_server::client::{Client, DEFAULT_SERVER, empty, encode_segment};
 use warden_server::tasks::model::{Task, TaskEvent, TaskStatus};
 
-use crate::sandbox_cmd::{Failure, find_token, print_json, short, table, usage};
+use crate::sandbox_cmd::{Failure, find_token, parse_kv, print_json, short, table, usage};
 
 const TASK_HELP: &str = "\
 A task names a repository and what to do. `warden serve` queues it, runs it in a fresh
@@ -149,30 +149,8 @@ struct AnswerArgs {
     reason: Option<String>,
 }
 
-fn parse_kv(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("`{s}` is not NAME=VALUE"))
-}
-
 pub fn main(args: TaskArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            say!("warden task: cannot start the runtime: {e}");
-            return ExitCode::from(70);
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(code) => code,
-        Err(f) => {
-            say!("warden task: {}", f.message);
-            ExitCode::from(f.code)
-        }
-    }
+    crate::sandbox_cmd::run_client("task", run(args))
 }
 
 type Outcome = Result<ExitCode, Failure>;

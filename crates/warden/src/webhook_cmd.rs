@@ -72,23 +72,7 @@ struct DeliveriesArgs {
 }
 
 pub fn main(args: WebhookArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            say!("warden webhook: cannot start the runtime: {e}");
-            return ExitCode::from(70);
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(code) => code,
-        Err(f) => {
-            say!("warden webhook: {}", f.message);
-            ExitCode::from(f.code)
-        }
-    }
+    crate::sandbox_cmd::run_client("webhook", run(args))
 }
 
 async fn run(args: WebhookArgs) -> Result<ExitCode, Failure> {
