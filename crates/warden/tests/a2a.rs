@@ -14,31 +14,10 @@ use std::process::Command;
 use serde_json::{Value, json};
 use support::{DataDir, Server, WARDEN, serve_env};
 use warden_agent::model::testing::{ScriptedLlm, Turn};
-use warden_server::testing_git::{GitServer, GitServerOptions, branch_commit, create_bare_repo};
+use warden_server::testing_git::{GitServer, branch_commit};
 
 /// The skill the card must list (from `[a2a] skills_dir`).
 const SKILL: &str = "release-notes";
-
-/// A git server with `app.git` (branch `main`: README.md, and permission rules that make
-/// `touch` ask).
-async fn git_server(repos: &Path) -> GitServer {
-    create_bare_repo(
-        repos,
-        "app.git",
-        "main",
-        &[
-            ("README.md", "hello\n"),
-            (
-                ".claude/settings.json",
-                r#"{"permissions": {"ask": ["Bash(touch:*)"]}}"#,
-            ),
-        ],
-    )
-    .unwrap();
-    GitServer::start(repos, GitServerOptions::default())
-        .await
-        .unwrap()
-}
 
 fn repo_url(git: &GitServer) -> String {
     format!("http://localhost:{}/app.git", git.addr().port())
@@ -124,7 +103,7 @@ fn steps(out: &str) -> std::collections::BTreeMap<String, Value> {
 async fn the_python_client_drives_tasks_through_a2a() {
     let python = python_with_sdk();
     let repos = tempfile::tempdir().unwrap();
-    let git = git_server(repos.path()).await;
+    let git = support::git_server_with_app(repos.path()).await;
     // One turn script for the tasks in the order the client makes them (one runs at a time).
     let llm = ScriptedLlm::start(vec![
         Turn::text("Summary A."),
@@ -216,7 +195,7 @@ fn text(out: &std::process::Output) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_delegates_a_sub_task_to_a_peer_agent() {
     let repos = tempfile::tempdir().unwrap();
-    let git = git_server(repos.path()).await;
+    let git = support::git_server_with_app(repos.path()).await;
     let llm_b = ScriptedLlm::start(vec![Turn::text("Notes written by B.")]).await;
     let data_b = DataDir::new();
     let cfg_b = config(data_b.path(), &git, "helper-b", "");

@@ -20,32 +20,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::{Api, DataDir, serve_env, wait_exit};
 use warden_agent::model::testing::{ScriptedLlm, Turn};
-use warden_server::testing_git::{
-    GitServer, GitServerOptions, branch_commit, create_bare_repo, host_git,
-};
+use warden_server::testing_git::{GitServer, branch_commit, host_git};
 
 /// What the agent prints and says: markup the console must show as text.
 const MARKUP: &str = "<img src=x onerror=window.pwned=1>";
-
-/// A git server with `app.git`, whose settings make `touch` ask for approval.
-async fn git_server(repos: &Path) -> GitServer {
-    create_bare_repo(
-        repos,
-        "app.git",
-        "main",
-        &[
-            ("README.md", "hello\n"),
-            (
-                ".claude/settings.json",
-                r#"{"permissions": {"ask": ["Bash(touch:*)"]}}"#,
-            ),
-        ],
-    )
-    .unwrap();
-    GitServer::start(repos, GitServerOptions::default())
-        .await
-        .unwrap()
-}
 
 /// The `default` template may reach the git server and nothing else; GitHub deliveries are
 /// checked against a secret (none of the test's will match).
@@ -124,28 +102,7 @@ fn ensure_browser() {
              `apt-get install chromium chromium-driver` (.ci/run does) [{package}]"
         );
     }
-    let probe = || {
-        Command::new("python3")
-            .args(["-c", "import selenium"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if probe() {
-        return;
-    }
-    let pip = |extra: &[&str]| {
-        Command::new("python3")
-            .args(["-m", "pip", "install", "-q"])
-            .args(extra)
-            .arg("selenium==4.40.0")
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let installed = pip(&[]) || pip(&["--break-system-packages"]);
-    assert!(
-        installed && probe(),
-        "cannot install selenium with pip; this test needs it"
-    );
+    support::ensure_python_package("selenium", "selenium==4.40.0");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,7 +114,7 @@ async fn the_console_runs_a_task_answers_its_approval_and_opens_a_terminal() {
     );
     ensure_browser();
     let repos = tempfile::tempdir().unwrap();
-    let git = git_server(repos.path()).await;
+    let git = support::git_server_with_app(repos.path()).await;
     let llm = ScriptedLlm::start(vec![
         Turn::tool_call(
             "toolu_say",

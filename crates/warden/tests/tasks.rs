@@ -13,30 +13,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::{Api, DataDir, Server, WARDEN, serve_env, wait_for};
 use warden_agent::model::testing::{ScriptedLlm, Turn};
-use warden_server::testing_git::{
-    GitServer, GitServerOptions, branch_commit, create_bare_repo, host_git,
-};
-
-/// A git server with one repository, `app.git` (branch `main`: README.md, and the
-/// permission rules in `.claude/settings.json` that make `touch` ask).
-async fn git_server(repos: &Path) -> GitServer {
-    create_bare_repo(
-        repos,
-        "app.git",
-        "main",
-        &[
-            ("README.md", "hello\n"),
-            (
-                ".claude/settings.json",
-                r#"{"permissions": {"ask": ["Bash(touch:*)"]}}"#,
-            ),
-        ],
-    )
-    .unwrap();
-    GitServer::start(repos, GitServerOptions::default())
-        .await
-        .unwrap()
-}
+use warden_server::testing_git::{GitServer, branch_commit, host_git};
 
 /// The server's config: the `default` template may reach the git server (localhost, its
 /// port) and nothing else.
@@ -169,7 +146,7 @@ fn no_sandboxes_left(w: &World) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_clones_runs_the_agent_commits_and_pushes() {
     let repos = tempfile::tempdir().unwrap();
-    let git = git_server(repos.path()).await;
+    let git = support::git_server_with_app(repos.path()).await;
     let llm = ScriptedLlm::start(vec![
         Turn::tool_call(
             "toolu_1",
@@ -312,7 +289,7 @@ async fn a_task_clones_runs_the_agent_commits_and_pushes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_submissions_are_refused_naming_the_field() {
     let repos = tempfile::tempdir().unwrap();
-    let git = git_server(repos.path()).await;
+    let git = support::git_server_with_app(repos.path()).await;
     let llm = ScriptedLlm::start(vec![Turn::text("Nothing to change.")]).await;
     let data = DataDir::new();
     let cfg = config(data.path(), &git);
@@ -430,7 +407,7 @@ async fn bad_submissions_are_refused_naming_the_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_keep_their_log_and_reason() {
     let repos = tempfile::tempdir().unwrap();
-    let git = git_server(repos.path()).await;
+    let git = support::git_server_with_app(repos.path()).await;
     let llm = ScriptedLlm::start(vec![Turn::hang(), Turn::hang()]).await;
     let data = DataDir::new();
     let cfg = config(data.path(), &git);
@@ -476,7 +453,7 @@ async fn failures_keep_their_log_and_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_pauses_the_task_until_a_person_answers() {
     let repos = tempfile::tempdir().unwrap();
-    let git = git_server(repos.path()).await;
+    let git = support::git_server_with_app(repos.path()).await;
     let llm = ScriptedLlm::start(vec![
         Turn::tool_call("toolu_no", "Bash", json!({"command": "touch denied.txt"})),
         Turn::tool_call(
@@ -560,7 +537,7 @@ async fn an_approval_pauses_the_task_until_a_person_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_crash_queued_tasks_run_and_the_running_one_fails_explicitly() {
     let repos = tempfile::tempdir().unwrap();
-    let git = git_server(repos.path()).await;
+    let git = support::git_server_with_app(repos.path()).await;
     // The first task's model call never returns; the others' agents change nothing.
     let llm = ScriptedLlm::start(vec![
         Turn::hang(),

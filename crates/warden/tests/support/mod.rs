@@ -540,11 +540,21 @@ pub fn ok(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
-/// Installs the SDK with pip when it is missing; fails (does not skip) when it cannot.
+/// Installs the k8s-agent-sandbox SDK with pip when it is missing; fails (does not skip)
+/// when it cannot.
 pub fn ensure_sdk() {
+    ensure_python_package(
+        "k8s_agent_sandbox.connector, k8s_agent_sandbox.commands._process_stubs, grpc, requests",
+        "k8s-agent-sandbox[grpc]==1.0.8",
+    );
+}
+
+/// Makes `python3 -c "import MODULES"` work, installing `requirement` with pip when it does
+/// not; fails (does not skip) when it cannot.
+pub fn ensure_python_package(modules: &str, requirement: &str) {
     let probe = || {
         Command::new("python3")
-            .args(["-c", "import k8s_agent_sandbox.connector, k8s_agent_sandbox.commands._process_stubs, grpc, requests"])
+            .args(["-c", &format!("import {modules}")])
             .status()
             .is_ok_and(|s| s.success())
     };
@@ -555,13 +565,36 @@ pub fn ensure_sdk() {
         Command::new("python3")
             .args(["-m", "pip", "install", "-q"])
             .args(extra)
-            .arg("k8s-agent-sandbox[grpc]==1.0.8")
+            .arg(requirement)
             .status()
             .is_ok_and(|s| s.success())
     };
     let installed = pip(&[]) || pip(&["--break-system-packages"]);
     assert!(
         installed && probe(),
-        "cannot install the k8s-agent-sandbox SDK with pip; this test needs it"
+        "cannot install {requirement} with pip; this test needs it (.ci/run installs it)"
     );
+}
+
+/// A git server (`git http-backend`) over `repos` with one repository, `app.git` (branch
+/// `main`: README.md, and the permission rules in `.claude/settings.json` that make `touch`
+/// ask for approval).
+pub async fn git_server_with_app(repos: &Path) -> warden_server::testing_git::GitServer {
+    use warden_server::testing_git::{GitServer, GitServerOptions, create_bare_repo};
+    create_bare_repo(
+        repos,
+        "app.git",
+        "main",
+        &[
+            ("README.md", "hello\n"),
+            (
+                ".claude/settings.json",
+                r#"{"permissions": {"ask": ["Bash(touch:*)"]}}"#,
+            ),
+        ],
+    )
+    .unwrap();
+    GitServer::start(repos, GitServerOptions::default())
+        .await
+        .unwrap()
 }
