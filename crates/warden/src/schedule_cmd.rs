@@ -1,7 +1,6 @@
 //! `warden schedule ...`: the client of `warden serve`'s schedule API, and `next`, which
 //! previews an expression's fire times offline.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -16,7 +15,7 @@ use warden_server::schedules::scheduler::MISSED_HELP;
 use warden_server::schedules::{MissedPolicy, Schedule};
 use warden_server::tasks::model::Timestamp;
 
-use crate::sandbox_cmd::{Failure, find_token, parse_kv, print_json, short, table, usage};
+use crate::sandbox_cmd::{Failure, find_token, print_json, short, table, usage};
 
 const SCHEDULE_HELP: &str = "\
 A schedule files a task (the same fields as `warden task submit`) on a cron expression read in
@@ -123,24 +122,8 @@ struct CreateArgs {
     /// What each run's agent should do.
     #[arg(long, value_name = "TEXT")]
     task: String,
-    /// The branch to start from [the repository's default].
-    #[arg(long = "base", value_name = "BRANCH")]
-    base_branch: Option<String>,
-    /// warden, claude-code or codex [warden].
-    #[arg(long, value_name = "AGENT")]
-    agent: Option<String>,
-    /// The model [the server's --model].
-    #[arg(long, value_name = "MODEL")]
-    model: Option<String>,
-    /// The sandbox template [the server's --task-template].
-    #[arg(long, value_name = "NAME")]
-    template: Option<String>,
-    /// Each task's timeout: seconds or a duration such as 30m [the server's --task-timeout].
-    #[arg(long, value_name = "DURATION")]
-    timeout: Option<String>,
-    /// A variable for the agent's commands (repeatable).
-    #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_kv)]
-    env: Vec<(String, String)>,
+    #[command(flatten)]
+    options: crate::task_cmd::TaskOptions,
 }
 
 #[derive(Debug, Args)]
@@ -276,22 +259,11 @@ fn next(n: &NextArgs, json: bool) -> Outcome {
 
 async fn create(client: &Client, c: CreateArgs, json: bool) -> Outcome {
     let mut task = json!({"repo": c.repo, "task": c.task});
-    let set = |body: &mut Value, k: &str, v: Option<String>| {
-        if let Some(v) = v {
-            body[k] = Value::String(v);
-        }
-    };
-    set(&mut task, "base_branch", c.base_branch);
-    set(&mut task, "agent", c.agent);
-    set(&mut task, "model", c.model);
-    set(&mut task, "template", c.template);
-    set(&mut task, "timeout", c.timeout);
-    if !c.env.is_empty() {
-        task["env"] =
-            serde_json::to_value(c.env.into_iter().collect::<BTreeMap<_, _>>()).unwrap_or_default();
-    }
+    c.options.apply(&mut task);
     let mut body = json!({"cron": c.cron, "enabled": !c.paused, "task": task});
-    set(&mut body, "timezone", c.timezone);
+    if let Some(tz) = c.timezone {
+        body["timezone"] = Value::String(tz);
+    }
     if let Some(m) = c.missed {
         body["missed"] = Value::String(m.as_str().to_string());
     }

@@ -79,27 +79,11 @@ struct SubmitArgs {
     /// The repository's https:// URL.
     #[arg(long, value_name = "URL")]
     repo: String,
-    /// The branch to start from [the repository's default].
-    #[arg(long = "base", value_name = "BRANCH")]
-    base_branch: Option<String>,
     /// The branch to push [warden/<task id>].
     #[arg(long = "branch", value_name = "BRANCH")]
     new_branch: Option<String>,
-    /// warden, claude-code or codex [warden].
-    #[arg(long, value_name = "AGENT")]
-    agent: Option<String>,
-    /// The model [the server's --model].
-    #[arg(long, value_name = "MODEL")]
-    model: Option<String>,
-    /// The sandbox template [the server's --task-template].
-    #[arg(long, value_name = "NAME")]
-    template: Option<String>,
-    /// Seconds or a duration such as 30m [the server's --task-timeout].
-    #[arg(long, value_name = "DURATION")]
-    timeout: Option<String>,
-    /// A variable for the agent's commands (repeatable).
-    #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_kv)]
-    env: Vec<(String, String)>,
+    #[command(flatten)]
+    options: TaskOptions,
     /// Makes a retried submission return the first task.
     #[arg(long, value_name = "KEY")]
     idempotency_key: Option<String>,
@@ -109,6 +93,51 @@ struct SubmitArgs {
     /// What to do (the rest of the line).
     #[arg(required = true, num_args = 1.., value_name = "TASK")]
     task: Vec<String>,
+}
+
+/// The optional fields of a task submission, as flags (`warden task submit`, `warden schedule
+/// create`).
+#[derive(Debug, Args)]
+pub(crate) struct TaskOptions {
+    /// The branch to start from [the repository's default].
+    #[arg(long = "base", value_name = "BRANCH")]
+    base_branch: Option<String>,
+    /// warden, claude-code or codex [warden].
+    #[arg(long, value_name = "AGENT")]
+    agent: Option<String>,
+    /// The model [the server's --model].
+    #[arg(long, value_name = "MODEL")]
+    model: Option<String>,
+    /// The sandbox template [the server's --task-template].
+    #[arg(long, value_name = "NAME")]
+    template: Option<String>,
+    /// The task's timeout: seconds or a duration such as 30m [the server's --task-timeout].
+    #[arg(long, value_name = "DURATION")]
+    timeout: Option<String>,
+    /// A variable for the agent's commands (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_kv)]
+    env: Vec<(String, String)>,
+}
+
+impl TaskOptions {
+    /// Sets the fields given on a submission's JSON body.
+    pub(crate) fn apply(self, body: &mut Value) {
+        for (k, v) in [
+            ("base_branch", self.base_branch),
+            ("agent", self.agent),
+            ("model", self.model),
+            ("template", self.template),
+            ("timeout", self.timeout),
+        ] {
+            if let Some(v) = v {
+                body[k] = Value::String(v);
+            }
+        }
+        if !self.env.is_empty() {
+            body["env"] = serde_json::to_value(self.env.into_iter().collect::<BTreeMap<_, _>>())
+                .unwrap_or_default();
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -246,17 +275,9 @@ async fn submit(client: &Client, s: SubmitArgs, json: bool) -> Outcome {
             body[k] = Value::String(v);
         }
     };
-    set(&mut body, "base_branch", s.base_branch);
     set(&mut body, "new_branch", s.new_branch);
-    set(&mut body, "agent", s.agent);
-    set(&mut body, "model", s.model);
-    set(&mut body, "template", s.template);
-    set(&mut body, "timeout", s.timeout);
     set(&mut body, "idempotency_key", s.idempotency_key);
-    if !s.env.is_empty() {
-        body["env"] =
-            serde_json::to_value(s.env.into_iter().collect::<BTreeMap<_, _>>()).unwrap_or_default();
-    }
+    s.options.apply(&mut body);
     let created: TaskCreated = client.json(Method::POST, "/v1/tasks", Some(&body)).await?;
     if json && !s.follow {
         print_json(&created);
