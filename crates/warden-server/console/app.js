@@ -621,7 +621,7 @@
     return h("div", { className: "card approval", dataset: { run: p.run_id, call: p.call_id } },
       h("div", {}, h("strong", {}, p.tool), " in ",
         h("a", { href: p.run_id.startsWith("task-") ? "#/task/" + encodeURIComponent(p.run_id) : "#/approvals", className: "mono" }, p.run_id),
-        h("span", { className: "muted" }, " · call " + p.call_id + " · asked " + when(p.requested_at) + " · answered for you at " + when(p.deadline))),
+        h("span", { className: "muted" }, " · call " + p.call_id + " · asked " + when(p.requested_at) + " · denied if unanswered at " + when(p.deadline))),
       h("code", { className: "call" }, p.call),
       h("div", { className: "muted" }, "Why: " + p.basis),
       h("div", { className: "actions" },
