@@ -430,6 +430,16 @@ pub async fn bootstrap(
     Ok(())
 }
 
+/// Turns Nagle's algorithm off on an accepted connection. A response goes out in several
+/// small writes (the head, then body frames, SSE events, WebSocket messages); with Nagle on,
+/// a write waits for the ACK of the previous one, which a client's delayed ACK holds back for
+/// up to 40 ms.
+pub fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+    }
+}
+
 /// How long requests in flight (exec streams, event streams, WebSockets) may take to finish
 /// after the shutdown signal before the server stops anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -445,6 +455,7 @@ pub async fn serve(
     let store = state.store().clone();
     let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let listener = axum::serve::ListenerExt::tap_io(listener, no_delay);
     let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = stopping_tx.send(());
@@ -462,4 +473,18 @@ pub async fn serve(
     recorder.abort();
     store.close().await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn accepted_connections_do_not_wait_for_acks() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut accepted, _) = listener.accept().await.unwrap();
+        assert!(!accepted.nodelay().unwrap(), "Nagle is on by default");
+        super::no_delay(&mut accepted);
+        assert!(accepted.nodelay().unwrap());
+    }
 }

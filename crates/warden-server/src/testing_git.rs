@@ -205,6 +205,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn spawn_server(listener: tokio::net::TcpListener, app: Router) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let listener = axum::serve::ListenerExt::tap_io(listener, crate::no_delay);
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!(error = %e, "test git server stopped");
         }
