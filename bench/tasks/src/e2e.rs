@@ -23,9 +23,10 @@ use serde_json::{Value, json};
 use warden_agent::model::Usage;
 use warden_agent::run::{RunOutcome, RunStatus};
 use warden_sandbox::{ByteStream, Driver, LocalConfig, LocalDriver, Phase, Template};
+use warden_server::tasks::TaskStore;
 use warden_server::tasks::model::Timestamp;
 use warden_server::tasks::runner::{AgentRun, RunnerConfig, TaskAgent, Tasks};
-use warden_server::tasks::store_sql::open_task_store;
+use warden_server::tasks::store_sql::SqlTaskStore;
 use warden_server::testing_git::{GitServer, GitServerOptions, branch_commit, create_bare_repo};
 use warden_server::{AppState, Auth, Store};
 
@@ -418,9 +419,12 @@ impl Server {
         };
         store.put_template(&template).await?;
 
-        let task_store = open_task_store(database, data)
-            .await
-            .context("open the task store")?;
+        // Sized as `warden serve --task-concurrency` sizes it.
+        let task_store: Arc<dyn TaskStore> = Arc::new(
+            SqlTaskStore::open_for(database, data, cfg.runner)
+                .await
+                .context("open the task store")?,
+        );
         let mut rc = RunnerConfig::new("bench-replica", data.join("agent-runs"));
         rc.concurrency = cfg.runner;
         rc.defaults.template = "bench".into();

@@ -465,9 +465,10 @@ async fn serve(
         return fail(e);
     }
     // One database for the task queue and what feeds it (schedules, webhook deliveries, A2A).
-    let task_db = match warden_server::tasks::store_sql::SqlTaskStore::open(
+    let task_db = match warden_server::tasks::store_sql::SqlTaskStore::open_for(
         task_flags.database.as_deref(),
         &data,
+        task_flags.concurrency as usize,
     )
     .await
     {

@@ -85,9 +85,20 @@ pub const MAX_PAGE: u32 = 500;
 /// How long a SQLite statement waits for another writer's lock.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Connections per pool.
+/// Connections per pool. SQLite has one writer at a time whatever the pool; a PostgreSQL
+/// pool is sized from the runner's slots ([`postgres_connections`]).
 const SQLITE_CONNECTIONS: u32 = 4;
-const POSTGRES_CONNECTIONS: u32 = 8;
+
+/// The PostgreSQL pool for a runner of `slots` task slots: one connection per slot (each
+/// running task's log writer commits every step and line) and 6 for the API, the dispatcher,
+/// the reaper, the scheduler, webhooks and A2A, so that reads do not queue behind the
+/// writers' flushes; at least 8, at most 64.
+pub fn postgres_connections(slots: usize) -> u32 {
+    (slots.min(1000) as u32 + 6).clamp(8, 64)
+}
+
+/// The runner's default slots (`warden serve --task-concurrency`), for [`SqlTaskStore::open`].
+const DEFAULT_SLOTS: usize = 10;
 
 /// How long opening a Postgres store waits for a connection.
 const POSTGRES_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -324,10 +335,21 @@ pub fn redacted_url(url: &str) -> String {
 }
 
 impl SqlTaskStore {
-    /// Opens the store `database` names (see [`open_task_store`]) and runs its migrations.
+    /// Opens the store `database` names (see [`open_task_store`]) and runs its migrations,
+    /// sized for a runner of the default 10 slots.
     pub async fn open(
         database: Option<&str>,
         data_dir: &Path,
+    ) -> Result<SqlTaskStore, TaskStoreError> {
+        SqlTaskStore::open_for(database, data_dir, DEFAULT_SLOTS).await
+    }
+
+    /// [`SqlTaskStore::open`] for a runner of `slots` task slots (the PostgreSQL pool's size,
+    /// [`postgres_connections`]).
+    pub async fn open_for(
+        database: Option<&str>,
+        data_dir: &Path,
+        slots: usize,
     ) -> Result<SqlTaskStore, TaskStoreError> {
         let target = target(database, data_dir).map_err(|message| TaskStoreError::Open {
             url: database.map(redacted_url).unwrap_or_default(),
@@ -356,7 +378,9 @@ impl SqlTaskStore {
                     })?;
                 SqlTaskStore::open_sqlite(opts, redacted_url(&url)).await?
             }
-            Target::Postgres(url) => SqlTaskStore::open_postgres(&url).await?,
+            Target::Postgres(url) => {
+                SqlTaskStore::open_postgres(&url, postgres_connections(slots)).await?
+            }
         };
         store.migrate().await?;
         tracing::info!(database = %store.url, "task store open");
@@ -387,7 +411,7 @@ impl SqlTaskStore {
         })
     }
 
-    async fn open_postgres(url: &str) -> Result<SqlTaskStore, TaskStoreError> {
+    async fn open_postgres(url: &str, connections: u32) -> Result<SqlTaskStore, TaskStoreError> {
         let redacted = redacted_url(url);
         let open_error = |e: sqlx::Error| TaskStoreError::Open {
             url: redacted.clone(),
@@ -397,7 +421,7 @@ impl SqlTaskStore {
             .map_err(open_error)?
             .application_name("warden");
         let pool = PgPoolOptions::new()
-            .max_connections(POSTGRES_CONNECTIONS)
+            .max_connections(connections)
             .acquire_timeout(POSTGRES_CONNECT_TIMEOUT)
             .connect_with(opts)
             .await
@@ -1002,6 +1026,17 @@ impl TaskStore for SqlTaskStore {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_postgres_pool_grows_with_the_slots() {
+        assert_eq!(postgres_connections(0), 8);
+        assert_eq!(postgres_connections(2), 8);
+        assert_eq!(postgres_connections(10), 16);
+        assert_eq!(postgres_connections(40), 46);
+        assert_eq!(postgres_connections(500), 64);
+        assert_eq!(postgres_connections(usize::MAX), 64);
+    }
+
     use super::*;
 
     #[test]
