@@ -187,6 +187,26 @@ macro_rules! owned_update {
     };
 }
 
+/// Binds the parameters of an [`owned_update!`] statement, `$1` to `$13`, in its order.
+macro_rules! bind_owned {
+    ($query:expr, $task:expr, $record:expr, $lease_until:expr, $owner:expr) => {
+        $query
+            .bind(&$task.id)
+            .bind($task.status.as_str())
+            .bind(&$task.spec.repo)
+            .bind($task.created_at.millis())
+            .bind($task.updated_at.millis())
+            .bind($task.started_at.map(Timestamp::millis))
+            .bind($task.finished_at.map(Timestamp::millis))
+            .bind($task.spec.idempotency_key.as_deref())
+            .bind(i64::from($task.attempts))
+            .bind($task.reason.as_deref())
+            .bind($record)
+            .bind($lease_until.millis())
+            .bind($owner)
+    };
+}
+
 /// One event of a task's log, its seq given.
 const INSERT_EVENT: &str = "INSERT INTO task_events (task_id, seq, time_ms, kind, data) \
      VALUES ($1, $2, $3, $4, $5)";
@@ -775,20 +795,7 @@ impl TaskStore for SqlTaskStore {
         };
         let record = record_of(task)?;
         with_pool!(self, pool => {
-            sqlx::query_scalar(SQL)
-                .bind(&task.id)
-                .bind(task.status.as_str())
-                .bind(&task.spec.repo)
-                .bind(task.created_at.millis())
-                .bind(task.updated_at.millis())
-                .bind(task.started_at.map(Timestamp::millis))
-                .bind(task.finished_at.map(Timestamp::millis))
-                .bind(task.spec.idempotency_key.as_deref())
-                .bind(i64::from(task.attempts))
-                .bind(task.reason.as_deref())
-                .bind(&record)
-                .bind(lease_until.millis())
-                .bind(owner)
+            bind_owned!(sqlx::query_scalar(SQL), task, &record, lease_until, owner)
                 .fetch_optional(pool)
                 .await
         })
@@ -814,20 +821,8 @@ impl TaskStore for SqlTaskStore {
         let time = task.updated_at;
         let done: Option<(bool, i64)> = with_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
-            let row: Option<(bool, i64)> = sqlx::query_as(SQL)
-                .bind(&task.id)
-                .bind(task.status.as_str())
-                .bind(&task.spec.repo)
-                .bind(task.created_at.millis())
-                .bind(task.updated_at.millis())
-                .bind(task.started_at.map(Timestamp::millis))
-                .bind(task.finished_at.map(Timestamp::millis))
-                .bind(task.spec.idempotency_key.as_deref())
-                .bind(i64::from(task.attempts))
-                .bind(task.reason.as_deref())
-                .bind(&record)
-                .bind(lease_until.millis())
-                .bind(owner)
+            let row: Option<(bool, i64)> =
+                bind_owned!(sqlx::query_as(SQL), task, &record, lease_until, owner)
                 .fetch_optional(&mut *tx)
                 .await?;
             if let Some((_, seq)) = row {
