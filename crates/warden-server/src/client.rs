@@ -313,6 +313,20 @@ pub fn files_path(id: &str, path: &str) -> String {
     )
 }
 
+/// `path` with a query string of the parameters that have a value, each value
+/// percent-encoded; `path` alone when none has.
+pub fn with_query(path: &str, params: &[(&str, Option<&str>)]) -> String {
+    let query: Vec<String> = params
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={}", encode_segment(v))))
+        .collect();
+    if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", query.join("&"))
+    }
+}
+
 /// Percent-encodes a path segment (everything but unreserved characters).
 pub fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -334,4 +348,25 @@ pub fn full(bytes: Vec<u8>) -> ReqBody {
 
 pub fn empty() -> ReqBody {
     full(Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_query;
+
+    #[test]
+    fn queries_carry_only_the_given_parameters_encoded() {
+        assert_eq!(with_query("/v1/tasks", &[("status", None)]), "/v1/tasks");
+        assert_eq!(
+            with_query(
+                "/v1/tasks",
+                &[
+                    ("limit", Some("20")),
+                    ("status", None),
+                    ("repo", Some("https://h/a b.git")),
+                ],
+            ),
+            "/v1/tasks?limit=20&repo=https%3A%2F%2Fh%2Fa%20b.git"
+        );
+    }
 }

@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
 use warden_sandbox::{PoolStatus, SandboxInfo, Template};
 use warden_sandboxd::proto::{Command, ExecControl, ExecEvent, ExecRequest, WS_STDERR, WS_STDOUT};
-use warden_server::client::{Client, ClientError, DEFAULT_SERVER, encode_segment};
+use warden_server::client::{Client, ClientError, DEFAULT_SERVER, encode_segment, with_query};
 use warden_server::sandbox_router::is_dns_label;
 
 use crate::EXIT_USAGE;
@@ -577,24 +577,15 @@ async fn create(client: &Client, c: CreateArgs, json: bool) -> Outcome {
 }
 
 async fn ls(client: &Client, l: LsArgs, json: bool) -> Outcome {
-    let mut query = Vec::new();
-    if l.all {
-        query.push("all=true".to_string());
-    }
-    for (k, v) in [
-        ("template", &l.template),
-        ("pool", &l.pool),
-        ("phase", &l.phase),
-    ] {
-        if let Some(v) = v {
-            query.push(format!("{k}={}", encode_segment(v)));
-        }
-    }
-    let path = if query.is_empty() {
-        "/v1/sandboxes".to_string()
-    } else {
-        format!("/v1/sandboxes?{}", query.join("&"))
-    };
+    let path = with_query(
+        "/v1/sandboxes",
+        &[
+            ("all", l.all.then_some("true")),
+            ("template", l.template.as_deref()),
+            ("pool", l.pool.as_deref()),
+            ("phase", l.phase.as_deref()),
+        ],
+    );
     let list: Vec<SandboxInfo> = client.json(hyper_get(), &path, None::<&()>).await?;
     if json {
         print_json(&list);

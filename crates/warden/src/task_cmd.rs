@@ -9,7 +9,7 @@ use http_body_util::BodyExt;
 use hyper::Method;
 use serde_json::{Value, json};
 use warden_server::api_tasks::{TaskCreated, TaskList};
-use warden_server::client::{Client, DEFAULT_SERVER, empty, encode_segment};
+use warden_server::client::{Client, DEFAULT_SERVER, empty, encode_segment, with_query};
 use warden_server::tasks::model::{Task, TaskEvent, TaskStatus};
 
 use crate::sandbox_cmd::{Failure, find_token, parse_kv, print_json, short, table, usage};
@@ -306,23 +306,17 @@ async fn ls(client: &Client, l: LsArgs, json: bool) -> Outcome {
             l.limit
         )));
     }
-    let mut query = vec![format!("limit={}", l.limit)];
-    if let Some(s) = &l.status {
-        query.push(format!("status={}", encode_segment(s)));
-    }
-    if let Some(r) = &l.repo {
-        query.push(format!("repo={}", encode_segment(r)));
-    }
-    if let Some(c) = &l.cursor {
-        query.push(format!("cursor={}", encode_segment(c)));
-    }
-    let list: TaskList = client
-        .json(
-            Method::GET,
-            &format!("/v1/tasks?{}", query.join("&")),
-            None::<&()>,
-        )
-        .await?;
+    let limit = l.limit.to_string();
+    let path = with_query(
+        "/v1/tasks",
+        &[
+            ("limit", Some(&limit)),
+            ("status", l.status.as_deref()),
+            ("repo", l.repo.as_deref()),
+            ("cursor", l.cursor.as_deref()),
+        ],
+    );
+    let list: TaskList = client.json(Method::GET, &path, None::<&()>).await?;
     if json {
         print_json(&list);
         return Ok(ExitCode::SUCCESS);

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use hyper::Method;
-use warden_server::client::{Client, DEFAULT_SERVER, encode_segment};
+use warden_server::client::{Client, DEFAULT_SERVER, with_query};
 use warden_server::webhooks::api::{DeliveryList, WebhooksView};
 use warden_server::webhooks::{Outcome, Source};
 
@@ -185,20 +185,16 @@ async fn ls(client: &Client, json: bool) -> Result<ExitCode, Failure> {
 }
 
 async fn deliveries(client: &Client, d: DeliveriesArgs, json: bool) -> Result<ExitCode, Failure> {
-    let mut query = vec![format!("limit={}", d.limit)];
-    if let Some(s) = &d.source {
-        query.push(format!("source={}", encode_segment(s)));
-    }
-    if let Some(o) = &d.outcome {
-        query.push(format!("outcome={}", encode_segment(o)));
-    }
-    let list: DeliveryList = client
-        .json(
-            Method::GET,
-            &format!("/v1/webhooks/deliveries?{}", query.join("&")),
-            None::<&()>,
-        )
-        .await?;
+    let limit = d.limit.to_string();
+    let path = with_query(
+        "/v1/webhooks/deliveries",
+        &[
+            ("limit", Some(&limit)),
+            ("source", d.source.as_deref()),
+            ("outcome", d.outcome.as_deref()),
+        ],
+    );
+    let list: DeliveryList = client.json(Method::GET, &path, None::<&()>).await?;
     if json {
         print_json(&list);
         return Ok(ExitCode::SUCCESS);
