@@ -90,6 +90,35 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 /// selenium for Python, installed with pip when missing; chromium and its driver from
+/// Runs `console_browser.py` with `env` (and `CONSOLE_ARTIFACTS`, a fresh directory
+/// `artifacts` under the test's temporary directory, where it keeps its screenshots) and
+/// fails if it fails or runs past `timeout`. Returns that directory.
+async fn run_browser(artifacts: &str, env: &[(&str, &str)], timeout: Duration) -> PathBuf {
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join(artifacts);
+    let _ = std::fs::remove_dir_all(&artifacts);
+    std::fs::create_dir_all(&artifacts).unwrap();
+    eprintln!("console screenshots: {}", artifacts.display());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console_browser.py");
+    let mut browser = Command::new("python3")
+        .arg(&script)
+        .envs(env.iter().copied())
+        .env("CONSOLE_ARTIFACTS", &artifacts)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || {
+        wait_exit(&mut browser, timeout, "the browser script hung")
+    })
+    .await
+    .unwrap();
+    assert!(
+        status.success(),
+        "the browser script failed ({status}); screenshots in {}",
+        artifacts.display()
+    );
+    artifacts
+}
+
 /// Debian, which this test cannot install itself (.ci/run does).
 fn ensure_browser() {
     for (bin, package) in [
@@ -192,35 +221,17 @@ async fn the_console_runs_a_task_answers_its_approval_and_opens_a_terminal() {
     assert_eq!(head(&addr, &plain).0, 401);
 
     // The browser.
-    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-artifacts");
-    let _ = std::fs::remove_dir_all(&artifacts);
-    std::fs::create_dir_all(&artifacts).unwrap();
-    eprintln!("console screenshots: {}", artifacts.display());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console_browser.py");
     let repo = format!("http://localhost:{}/app.git", git.addr().port());
-    let mut browser = Command::new("python3")
-        .arg(&script)
-        .env("WARDEN_URL", &server.url)
-        .env("WARDEN_TOKEN", &token)
-        .env("CONSOLE_REPO", &repo)
-        .env("CONSOLE_ARTIFACTS", &artifacts)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let status = tokio::task::spawn_blocking(move || {
-        wait_exit(
-            &mut browser,
-            Duration::from_secs(540),
-            "the browser script hung",
-        )
-    })
-    .await
-    .unwrap();
-    assert!(
-        status.success(),
-        "the browser script failed ({status}); screenshots in {}",
-        artifacts.display()
-    );
+    let artifacts = run_browser(
+        "console-artifacts",
+        &[
+            ("WARDEN_URL", server.url.as_str()),
+            ("WARDEN_TOKEN", token.as_str()),
+            ("CONSOLE_REPO", repo.as_str()),
+        ],
+        Duration::from_secs(540),
+    )
+    .await;
 
     // What the browser did happened: the task ran through its approval and pushed.
     let tasks = api.get("/v1/tasks").json();
@@ -301,35 +312,18 @@ async fn on_a_no_auth_server_the_console_asks_for_no_token() {
         &["--no-auth", "--config", cfg.to_str().unwrap()],
         &[],
     );
-    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-artifacts-no-auth");
-    let _ = std::fs::remove_dir_all(&artifacts);
-    std::fs::create_dir_all(&artifacts).unwrap();
-    eprintln!("console screenshots: {}", artifacts.display());
-    let mut browser = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console_browser.py"))
-        .env("WARDEN_URL", &server.url)
-        .env("WARDEN_TOKEN", "")
-        .env("CONSOLE_REPO", "")
-        .env("CONSOLE_MODE", "no-auth")
-        .env("WARDEN_DATA", data.path())
-        .env("CONSOLE_ARTIFACTS", &artifacts)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let status = tokio::task::spawn_blocking(move || {
-        wait_exit(
-            &mut browser,
-            Duration::from_secs(300),
-            "the browser script hung",
-        )
-    })
-    .await
-    .unwrap();
-    assert!(
-        status.success(),
-        "the browser script failed ({status}); screenshots in {}",
-        artifacts.display()
-    );
+    run_browser(
+        "console-artifacts-no-auth",
+        &[
+            ("WARDEN_URL", server.url.as_str()),
+            ("WARDEN_TOKEN", ""),
+            ("CONSOLE_REPO", ""),
+            ("CONSOLE_MODE", "no-auth"),
+            ("WARDEN_DATA", data.path().to_str().unwrap()),
+        ],
+        Duration::from_secs(300),
+    )
+    .await;
     // The sandbox the script killed is not ready, and the server knows.
     let api = Api::new(&server, None);
     let sandboxes = api.get("/v1/sandboxes").json();
