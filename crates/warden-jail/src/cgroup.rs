@@ -323,10 +323,18 @@ struct Dir {
 }
 
 /// The cgroups of one sandbox. Removed on drop (the sandbox must be dead by then).
+///
+/// The v1 cgroups are only planned by [`SandboxCgroup::create`] and made by
+/// [`SandboxCgroup::make_pending`], which the supervisor calls while the sandbox's init sets
+/// up its mounts: making a v1 memory cgroup is the slowest step of a sandbox's start on the
+/// supervisor's side, and nothing needs it before init moves into it.
 #[derive(Debug)]
 pub struct SandboxCgroup {
     dirs: Vec<Dir>,
     memory_dir: Option<Dir>,
+    /// v1 cgroups to make, with the controller whose limit they carry.
+    pending: Vec<(Controller, PathBuf)>,
+    limits: CgroupLimits,
 }
 
 impl SandboxCgroup {
@@ -334,10 +342,13 @@ impl SandboxCgroup {
     /// would be wrong; these are siblings in separate hierarchies, so any order works).
     pub fn into_paths(mut self) -> Vec<PathBuf> {
         self.memory_dir = None;
-        std::mem::take(&mut self.dirs)
+        let mut paths: Vec<PathBuf> = std::mem::take(&mut self.dirs)
             .into_iter()
             .map(|d| d.path)
-            .collect()
+            .collect();
+        // Planned but never made (the sandbox failed first): removing them finds nothing.
+        paths.extend(self.pending.drain(..).map(|(_, p)| p));
+        paths
     }
 }
 
@@ -363,6 +374,8 @@ impl SandboxCgroup {
         let mut cg = SandboxCgroup {
             dirs: Vec::new(),
             memory_dir: None,
+            pending: Vec::new(),
+            limits: *limits,
         };
         let mut reports = Vec::new();
         let v2_available = host.v2_controllers();
@@ -431,38 +444,27 @@ impl SandboxCgroup {
             } else if host.v2_dir.is_none() {
                 why.push("v2: not mounted".to_string());
             }
-            // then v1.
+            // then v1: planned now, made by make_pending. What can fail there is checked
+            // here, so that the report holds; a failure there still stops the sandbox.
             match host.v1_dirs.iter().find(|(x, _)| *x == c) {
                 Some((_, base)) => {
                     let path = base.join(name);
-                    let made = match fs::create_dir(&path) {
-                        Ok(()) => Ok(()),
-                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-                        Err(e) => Err(format!("cannot create {}: {e}", path.display())),
-                    };
-                    match made.and_then(|()| {
-                        if !cg.dirs.iter().any(|d| d.path == path) {
-                            cg.dirs.push(Dir {
-                                path: path.clone(),
-                                v2: false,
-                            });
-                        }
-                        write_limit(&path, c, limits, false)
-                    }) {
-                        Ok(detail) => {
+                    match v1_writable(base) {
+                        Ok(()) => {
                             if c == Controller::Memory {
                                 cg.memory_dir = Some(Dir {
                                     path: path.clone(),
                                     v2: false,
                                 });
                             }
+                            cg.pending.push((c, path));
                             reports.push(LayerReport::enforced(
                                 c.layer(),
-                                format!("{detail} (cgroup v1)"),
+                                format!("{} (cgroup v1)", limit_detail(c, limits)),
                             ));
                             continue;
                         }
-                        Err(e) => why.push(format!("v1: {e}")),
+                        Err(e) => why.push(format!("v1: cannot create {}: {e}", path.display())),
                     }
                 }
                 None => why.push("v1: not mounted".to_string()),
@@ -479,6 +481,27 @@ impl SandboxCgroup {
             Some(d) => fs::File::open(&d.path).map(|f| Some(f.into())),
             None => Ok(None),
         }
+    }
+
+    /// Makes the planned v1 cgroups and writes their limits. Call before init joins them
+    /// (see [`SandboxCgroup::v1_task_files`]); an error means the sandbox must not run.
+    pub fn make_pending(&mut self) -> Result<(), String> {
+        for (c, path) in std::mem::take(&mut self.pending) {
+            // Listed first, so that a failure half-way still removes it.
+            if !self.dirs.iter().any(|d| d.path == path) {
+                match fs::create_dir(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(format!("cannot create {}: {e}", path.display())),
+                }
+                self.dirs.push(Dir {
+                    path: path.clone(),
+                    v2: false,
+                });
+            }
+            write_limit(&path, c, &self.limits, false)?;
+        }
+        Ok(())
     }
 
     /// The `tasks` files of the sandbox's v1 cgroups, opened for writing. The single-threaded
@@ -527,14 +550,16 @@ impl SandboxCgroup {
             .unwrap_or(0)
     }
 
-    /// Whether any cgroup directory was created.
+    /// Whether no cgroup directory was created or planned.
     pub fn is_empty(&self) -> bool {
-        self.dirs.is_empty()
+        self.dirs.is_empty() && self.pending.is_empty()
     }
 
-    /// Paths of the sandbox's cgroup directories.
+    /// Paths of the sandbox's cgroup directories, made or planned.
     pub fn paths(&self) -> Vec<PathBuf> {
-        self.dirs.iter().map(|d| d.path.clone()).collect()
+        let mut paths: Vec<PathBuf> = self.dirs.iter().map(|d| d.path.clone()).collect();
+        paths.extend(self.pending.iter().map(|(_, p)| p.clone()));
+        paths
     }
 }
 
@@ -585,6 +610,33 @@ fn write(dir: &Path, file: &str, value: &str) -> Result<(), String> {
         .map_err(|e| format!("cannot write {value} to {}: {e}", dir.join(file).display()))
 }
 
+/// The CPU quota per period for `cpus`.
+fn cpu_quota(cpus: f64) -> u64 {
+    ((cpus * CPU_PERIOD_US as f64).round() as u64).max(1000)
+}
+
+/// What a controller's limit is, for the layer report.
+fn limit_detail(c: Controller, limits: &CgroupLimits) -> String {
+    match c {
+        Controller::Memory => format!("{} bytes, no swap", limits.memory.unwrap_or(u64::MAX)),
+        Controller::Pids => format!("{} processes", limits.pids.unwrap_or(u32::MAX)),
+        Controller::Cpu => {
+            let cpus = limits.cpus.unwrap_or(1.0);
+            format!(
+                "{cpus} CPUs ({}us per {CPU_PERIOD_US}us)",
+                cpu_quota(cpus)
+            )
+        }
+    }
+}
+
+/// Whether a v1 cgroup can be made under `base`: the directory is writable to us. (The
+/// hierarchy has the controller: that is where it was found mounted.)
+fn v1_writable(base: &Path) -> Result<(), String> {
+    nix::unistd::access(base, nix::unistd::AccessFlags::W_OK)
+        .map_err(|e| io::Error::from(e).to_string())
+}
+
 fn write_limit(
     dir: &Path,
     c: Controller,
@@ -605,25 +657,22 @@ fn write_limit(
                     write(dir, "memory.memsw.limit_in_bytes", &bytes.to_string())?;
                 }
             }
-            Ok(format!("{} bytes, no swap", bytes))
         }
         Controller::Pids => {
             let n = limits.pids.unwrap_or(u32::MAX);
             write(dir, "pids.max", &n.to_string())?;
-            Ok(format!("{n} processes"))
         }
         Controller::Cpu => {
-            let cpus = limits.cpus.unwrap_or(1.0);
-            let quota = ((cpus * CPU_PERIOD_US as f64).round() as u64).max(1000);
+            let quota = cpu_quota(limits.cpus.unwrap_or(1.0));
             if v2 {
                 write(dir, "cpu.max", &format!("{quota} {CPU_PERIOD_US}"))?;
             } else {
                 write(dir, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
                 write(dir, "cpu.cfs_quota_us", &quota.to_string())?;
             }
-            Ok(format!("{cpus} CPUs ({quota}us per {CPU_PERIOD_US}us)"))
         }
     }
+    Ok(limit_detail(c, limits))
 }
 
 #[cfg(test)]
@@ -702,14 +751,42 @@ mod tests {
             pids: Some(8),
             ..CgroupLimits::default()
         };
-        let (cg, _) = SandboxCgroup::create(&host, "warden-f", &limits);
+        let (mut cg, _) = SandboxCgroup::create(&host, "warden-f", &limits);
         let paths = cg.paths();
+        let pids = tmp.path().join("sys/fs/cgroup/pids/app/warden-f");
         assert!(paths.contains(&freezer.join("warden-f")), "{paths:?}");
+        assert!(paths.contains(&pids), "{paths:?}");
         assert!(freezer.join("warden-f").is_dir());
+        // The v1 limit cgroup is planned, and made while the sandbox's init sets up.
+        assert!(!pids.exists());
+        cg.make_pending().unwrap();
+        assert_eq!(fs::read_to_string(pids.join("pids.max")).unwrap(), "8");
         // The child joins it like any v1 cgroup (through its `tasks` file).
         fs::write(freezer.join("warden-f/tasks"), "").unwrap();
-        fs::write(tmp.path().join("sys/fs/cgroup/pids/app/warden-f/tasks"), "").unwrap();
+        fs::write(pids.join("tasks"), "").unwrap();
         assert_eq!(cg.v1_task_files().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_planned_cgroup_that_cannot_be_made_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("sys/fs/cgroup/memory/app");
+        fs::create_dir_all(&base).unwrap();
+        let host = CgroupHost::from_texts(
+            tmp.path(),
+            "27 25 0:24 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n",
+            "4:memory:/app\n",
+        );
+        let limits = CgroupLimits {
+            memory: Some(1 << 20),
+            ..CgroupLimits::default()
+        };
+        let (mut cg, reports) = SandboxCgroup::create(&host, "warden-m", &limits);
+        assert!(reports.iter().any(|r| r.layer == Layer::CgroupMemory && r.is_enforced()));
+        // The hierarchy goes away between planning and making.
+        fs::remove_dir(&base).unwrap();
+        let err = cg.make_pending().unwrap_err();
+        assert!(err.contains("cannot create"), "{err}");
     }
 
     #[test]

@@ -64,6 +64,10 @@ pub mod kind {
     pub const EXIT: u32 = 7;
     /// init → supervisor: the egress bridge's listening socket, passed as SCM_RIGHTS.
     pub const LISTENER: u32 = 8;
+    /// supervisor → init: a v1 cgroup's `tasks` file to join, passed as SCM_RIGHTS.
+    pub const CGROUP_TASKS: u32 = 9;
+    /// supervisor → init: the cgroups are ready; go on.
+    pub const GO: u32 = 10;
 }
 
 /// Steps of the child's setup, for error messages. Mount operations are `MOUNT_BASE + index`.
@@ -162,8 +166,9 @@ pub struct ChildPlan {
     /// `uid_map` and `gid_map` lines ("<id> <id> 1"), written by the child itself.
     pub uid_map: CString,
     pub gid_map: CString,
-    /// v1 `tasks` files to write "0" to.
-    pub cgroup_tasks: Vec<RawFd>,
+    /// Whether init waits for the supervisor to make the sandbox's cgroups, joins the v1
+    /// ones (whose `tasks` files come over the control socket) and gets the go-ahead.
+    pub await_cgroups: bool,
     /// The terminal size to give the pseudo-terminal (rows, cols).
     pub winsize: Option<(u16, u16)>,
     /// Top of a stack reserved for starting the command with `CLONE_VM | CLONE_VFORK` (0:
@@ -244,7 +249,6 @@ pub fn init_main(plan: &ChildPlan, exec: &ExecArrays, slots: &mut [RawFd], ctrl:
         .into_iter()
         .chain(plan.stdio)
         .flatten()
-        .chain(plan.cgroup_tasks.iter().copied())
     {
         if n < keep.len() {
             keep[n] = fd;
@@ -265,18 +269,9 @@ pub fn init_main(plan: &ChildPlan, exec: &ExecArrays, slots: &mut [RawFd], ctrl:
         sys::write_file(c"/proc/self/gid_map", plan.gid_map.to_bytes())
             .or_fail(ctrl, stage::ID_MAP);
     }
-    for &fd in &plan.cgroup_tasks {
-        sys::write_all(fd, b"0").or_fail(ctrl, stage::CGROUP);
-        sys::close(fd);
-    }
-
     install_stdio(plan, ctrl);
 
     if plan.full {
-        // A cgroup namespace rooted at the sandbox's own cgroup (the supervisor has moved us).
-        if let Err(e) = sys::unshare(libc::CLONE_NEWCGROUP) {
-            send(ctrl, kind::WARN, stage::CGROUP_NS, e);
-        }
         for (i, op) in plan.mounts.iter().enumerate() {
             if let Err((e, warn)) = apply_mount(op, slots) {
                 let stage = stage::MOUNT_BASE + i as u32;
@@ -286,6 +281,16 @@ pub fn init_main(plan: &ChildPlan, exec: &ExecArrays, slots: &mut [RawFd], ctrl:
                     fail(ctrl, stage, e);
                 }
             }
+        }
+    }
+    // The supervisor makes the cgroups while the mounts above are set up.
+    if plan.await_cgroups {
+        join_cgroups(ctrl);
+    }
+    if plan.full {
+        // A cgroup namespace rooted at the sandbox's own cgroup (joined above, or at clone).
+        if let Err(e) = sys::unshare(libc::CLONE_NEWCGROUP) {
+            send(ctrl, kind::WARN, stage::CGROUP_NS, e);
         }
         sys::sethostname(b"warden").or_fail(ctrl, stage::HOSTNAME);
         if plan.bring_up_loopback
@@ -385,6 +390,37 @@ pub fn init_main(plan: &ChildPlan, exec: &ExecArrays, slots: &mut [RawFd], ctrl:
         sys::close(fd);
     }
     reap_loop(plan, command, &set, ctrl)
+}
+
+/// Moves init into each v1 cgroup whose `tasks` file the supervisor sends (writing "0" moves
+/// the calling thread alone, which skips the global lock moving a process takes), until the
+/// supervisor's go-ahead. If the supervisor gives up instead, init exits.
+fn join_cgroups(ctrl: RawFd) {
+    let mut buf = [0u8; Msg::SIZE];
+    loop {
+        match sys::recv_msg(ctrl, &mut buf) {
+            Ok((n, fd)) => {
+                let msg = Msg::from_bytes(&buf[..n]);
+                match (msg.map(|m| m.kind), fd) {
+                    (Some(kind::CGROUP_TASKS), Some(fd)) => {
+                        sys::write_all(fd, b"0").or_fail(ctrl, stage::CGROUP);
+                        sys::close(fd);
+                    }
+                    (Some(kind::GO), None) => return,
+                    // End of file: the supervisor could not make the cgroups.
+                    (None, None) if n == 0 => sys::exit_now(125),
+                    (_, fd) => {
+                        if let Some(fd) = fd {
+                            sys::close(fd);
+                        }
+                        fail(ctrl, stage::CGROUP, libc::EPROTO);
+                    }
+                }
+            }
+            Err(libc::EINTR) => {}
+            Err(e) => fail(ctrl, stage::CGROUP, e),
+        }
+    }
 }
 
 /// What [`command_main`] needs, on init's stack.

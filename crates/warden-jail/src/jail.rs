@@ -249,9 +249,11 @@ fn resolve_existing(path: &Path) -> Option<(PathBuf, Kind)> {
     } else {
         Kind::File
     };
+    // The kernel's name for the open file is absolute, unless the file is gone (" (deleted)")
+    // or not in this root: then the slow path decides.
     let canonical = fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd()))
         .ok()
-        .filter(|c| c.is_absolute() && c.exists())
+        .filter(|c| c.is_absolute() && !c.as_os_str().as_bytes().ends_with(b" (deleted)"))
         .or_else(|| fs::canonicalize(path).ok())?;
     Some((canonical, kind))
 }
@@ -912,7 +914,7 @@ impl Jail {
             egress_port,
             uid_map: CString::new(format!("{0} {0} 1\n", user.uid)).expect("digits"),
             gid_map: CString::new(format!("{0} {0} 1\n", user.gid)).expect("digits"),
-            cgroup_tasks: Vec::new(),
+            await_cgroups: false,
             winsize: None,
             command_stack_top: 0,
         };
@@ -998,18 +1000,15 @@ impl Jail {
             None
         };
         self.plan.winsize = tty.as_ref().and_then(|t| t.size);
-        // The child joins its cgroups itself: v2 at clone time, v1 by moving its one thread.
-        let (v2_cgroup, v1_tasks) = match &self.cgroup {
-            Some(cg) => (
-                cg.v2_fd().map_err(|e| {
-                    JailError::Host(format!("cannot open the sandbox's cgroup: {e}"))
-                })?,
-                cg.v1_task_files()
-                    .map_err(|e| JailError::Host(e.to_string()))?,
-            ),
-            None => (None, Vec::new()),
+        // The child joins its cgroups itself: v2 at clone time; v1 by moving its one thread,
+        // once the supervisor has made them (Supervisor::release_init).
+        let v2_cgroup = match &self.cgroup {
+            Some(cg) => cg
+                .v2_fd()
+                .map_err(|e| JailError::Host(format!("cannot open the sandbox's cgroup: {e}")))?,
+            None => None,
         };
-        self.plan.cgroup_tasks = v1_tasks.iter().map(|f| f.as_raw_fd()).collect();
+        self.plan.await_cgroups = self.cgroup.is_some();
 
         let (parent_end, child_end) = socketpair(
             AddressFamily::Unix,
@@ -1097,7 +1096,6 @@ impl Jail {
         };
         tracing::debug!(elapsed_us = start.elapsed().as_micros() as u64, "cloned");
         drop(child_end);
-        drop(v1_tasks);
         drop(v2_cgroup);
         // The child has its copies of the command's stdio now.
         for s in &mut self.stdio {
@@ -1112,6 +1110,13 @@ impl Jail {
             tty,
             init_exiting: false,
         };
+        if let Err(e) = sup.release_init() {
+            // Dropping the supervisor kills init and waits for it.
+            drop(sup);
+            return Err(JailError::Host(format!(
+                "cannot set up the sandbox's cgroups: {e}"
+            )));
+        }
         let result = sup.supervise();
         tracing::debug!(
             elapsed_us = start.elapsed().as_micros() as u64,
@@ -1428,6 +1433,46 @@ struct Reports {
 }
 
 impl Supervisor<'_> {
+    /// Makes the sandbox's v1 cgroups while init sets up its mounts, hands init their
+    /// `tasks` files to join, and lets it go on. An error means init must not go on.
+    fn release_init(&mut self) -> Result<(), String> {
+        if !self.jail.plan.await_cgroups {
+            return Ok(());
+        }
+        let Some(cg) = self.jail.cgroup.as_mut() else {
+            return Ok(());
+        };
+        cg.make_pending()?;
+        let tasks = cg.v1_task_files().map_err(|e| e.to_string())?;
+        let send = |kind: u32, fd: Option<RawFd>| {
+            let msg = Msg {
+                kind,
+                ..Msg::default()
+            };
+            sys::send_msg(self.ctrl.as_raw_fd(), &msg.to_bytes(), fd)
+        };
+        for f in &tasks {
+            match send(kind::CGROUP_TASKS, Some(f.as_raw_fd())) {
+                Ok(()) => {}
+                // init has already failed and exited: supervise() reads why.
+                Err(libc::EPIPE | libc::ECONNRESET) => return Ok(()),
+                Err(e) => {
+                    return Err(format!(
+                        "cannot pass a cgroup to the sandbox: {}",
+                        nix::errno::Errno::from_raw(e)
+                    ));
+                }
+            }
+        }
+        match send(kind::GO, None) {
+            Ok(()) | Err(libc::EPIPE | libc::ECONNRESET) => Ok(()),
+            Err(e) => Err(format!(
+                "cannot signal the sandbox: {}",
+                nix::errno::Errno::from_raw(e)
+            )),
+        }
+    }
+
     /// Kills the whole sandbox.
     fn kill(&self) {
         if let Some(cg) = &self.jail.cgroup {

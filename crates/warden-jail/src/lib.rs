@@ -9,6 +9,7 @@
 //!
 //! [`SandboxPolicy`]: warden_policy::SandboxPolicy
 
+mod bpf;
 pub mod cgroup;
 pub mod child;
 pub mod host;

@@ -464,6 +464,21 @@ pub fn seccomp_filter(program: &[libc::sock_filter]) -> SysResult<()> {
     Ok(())
 }
 
+/// Whether the kernel's seccomp supports the filter return `action`
+/// (SECCOMP_GET_ACTION_AVAIL; Linux 4.14).
+pub fn seccomp_action_available(action: u32) -> SysResult<()> {
+    // SAFETY: the kernel reads one u32 from `action`, which outlives the call.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_GET_ACTION_AVAIL,
+            0 as c_uint,
+            &action as *const u32,
+        )
+    })?;
+    Ok(())
+}
+
 pub fn ioctl_int(fd: RawFd, request: c_ulong, arg: c_int) -> SysResult<()> {
     // SAFETY: the requests used with this helper take an integer argument.
     check_int(unsafe { libc::ioctl(fd, request, arg) })?;
