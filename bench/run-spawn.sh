@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sandbox start-up: `warden run` against bubblewrap and gVisor's runsc, side by side in one
 # run (see bench/spawn). Installs the peers from Debian when missing, builds warden as its
-# release artefact is built (statically linked: no dynamic loader, no libgcc_s start-up),
-# and a dynamically linked build too for comparison.
+# release artefact is built (scripts/build-release.sh: static, not position-independent),
+# and a static position-independent build too for comparison.
 #
 #   bench/run-spawn.sh [ITERATIONS]      (default 500; runsc runs every 10th iteration)
 #
@@ -21,15 +21,18 @@ if ((${#missing[@]})); then
     $sudo apt-get install -y -qq "${missing[@]}"
 fi
 
-target=$(rustc -vV | sed -n 's/^host: //p')
 target_dir=${CARGO_TARGET_DIR:-target}
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -q -p warden --target "$target"
-cargo build --release -q -p warden -p warden-bench-spawn
+# The release executable as shipped (static, not position-independent), and for comparison a
+# static position-independent build, in a target directory of its own (other flags would
+# make the two builds evict each other's artefacts).
+warden=$(scripts/build-release.sh)
+pie=$(CARGO_TARGET_DIR="$target_dir/pie" WARDEN_PIE=1 scripts/build-release.sh)
+cargo build --release -q -p warden-bench-spawn
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r), $(date -u +%Y-%m-%d)"
 echo "peers: $(bwrap --version 2>/dev/null || echo 'bwrap missing'); runsc $(runsc --version 2>/dev/null | head -1 || echo missing)"
 "$target_dir/release/warden-bench-spawn" \
     --iterations "$iterations" --runsc-every 10 \
-    --warden "$target_dir/$target/release/warden" \
-    --also "dynamic build=$target_dir/release/warden" \
+    --warden "$warden" \
+    --also "PIE build=$pie" \
     --markdown

@@ -38,7 +38,10 @@ pub enum Cmp {
     Eq(u64),
     Ne(u64),
     /// `(arg & mask) == value`.
-    MaskedEq { mask: u64, value: u64 },
+    MaskedEq {
+        mask: u64,
+        value: u64,
+    },
 }
 
 /// One condition on argument `arg` (0 to 5).

@@ -143,8 +143,8 @@ pub struct CgroupHost {
 impl CgroupHost {
     /// Reads this process's cgroup placement from `/proc`.
     pub fn discover() -> io::Result<CgroupHost> {
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
-        let cgroup = fs::read_to_string("/proc/self/cgroup")?;
+        let mountinfo = crate::host::read_kernel_file("/proc/self/mountinfo")?;
+        let cgroup = crate::host::read_kernel_file("/proc/self/cgroup")?;
         Ok(CgroupHost::from_texts(Path::new("/"), &mountinfo, &cgroup))
     }
 
@@ -202,7 +202,7 @@ impl CgroupHost {
     fn v2_controllers(&self) -> Vec<String> {
         self.v2_dir
             .as_ref()
-            .and_then(|d| fs::read_to_string(d.join("cgroup.controllers")).ok())
+            .and_then(|d| crate::host::read_kernel_file(d.join("cgroup.controllers")).ok())
             .map(|s| s.split_whitespace().map(str::to_string).collect())
             .unwrap_or_default()
     }
@@ -335,6 +335,9 @@ pub struct SandboxCgroup {
     /// v1 cgroups to make, with the controller whose limit they carry.
     pending: Vec<(Controller, PathBuf)>,
     limits: CgroupLimits,
+    /// The memory cgroup's OOM counter file, opened ahead (opening a cgroup file is the
+    /// slow part of reading it, and the count is read when the command ends).
+    oom_file: Option<fs::File>,
 }
 
 impl SandboxCgroup {
@@ -376,6 +379,7 @@ impl SandboxCgroup {
             memory_dir: None,
             pending: Vec::new(),
             limits: *limits,
+            oom_file: None,
         };
         let mut reports = Vec::new();
         let v2_available = host.v2_controllers();
@@ -501,6 +505,10 @@ impl SandboxCgroup {
             }
             write_limit(&path, c, &self.limits, false)?;
         }
+        self.oom_file = self
+            .memory_dir
+            .as_ref()
+            .and_then(|d| fs::File::open(d.path.join(oom_file_name(d.v2))).ok());
         Ok(())
     }
 
@@ -534,20 +542,23 @@ impl SandboxCgroup {
     /// How many times the kernel's OOM killer killed a process of this sandbox.
     pub fn oom_kills(&self) -> u64 {
         let Some(d) = &self.memory_dir else { return 0 };
-        let file = if d.v2 {
-            "memory.events"
-        } else {
-            "memory.oom_control"
+        let text = match &self.oom_file {
+            Some(f) => {
+                use std::os::unix::fs::FileExt;
+                let mut buf = [0u8; 1024];
+                f.read_at(&mut buf, 0)
+                    .ok()
+                    .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+            }
+            None => fs::read_to_string(d.path.join(oom_file_name(d.v2))).ok(),
         };
-        fs::read_to_string(d.path.join(file))
-            .ok()
-            .and_then(|s| {
-                s.lines().find_map(|l| {
-                    l.strip_prefix("oom_kill ")
-                        .and_then(|n| n.trim().parse().ok())
-                })
+        text.and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("oom_kill ")
+                    .and_then(|n| n.trim().parse().ok())
             })
-            .unwrap_or(0)
+        })
+        .unwrap_or(0)
     }
 
     /// Whether no cgroup directory was created or planned.
@@ -582,6 +593,15 @@ impl Drop for SandboxCgroup {
                 }
             }
         }
+    }
+}
+
+/// Where a memory cgroup counts its OOM kills.
+fn oom_file_name(v2: bool) -> &'static str {
+    if v2 {
+        "memory.events"
+    } else {
+        "memory.oom_control"
     }
 }
 
@@ -622,10 +642,7 @@ fn limit_detail(c: Controller, limits: &CgroupLimits) -> String {
         Controller::Pids => format!("{} processes", limits.pids.unwrap_or(u32::MAX)),
         Controller::Cpu => {
             let cpus = limits.cpus.unwrap_or(1.0);
-            format!(
-                "{cpus} CPUs ({}us per {CPU_PERIOD_US}us)",
-                cpu_quota(cpus)
-            )
+            format!("{cpus} CPUs ({}us per {CPU_PERIOD_US}us)", cpu_quota(cpus))
         }
     }
 }
@@ -782,7 +799,11 @@ mod tests {
             ..CgroupLimits::default()
         };
         let (mut cg, reports) = SandboxCgroup::create(&host, "warden-m", &limits);
-        assert!(reports.iter().any(|r| r.layer == Layer::CgroupMemory && r.is_enforced()));
+        assert!(
+            reports
+                .iter()
+                .any(|r| r.layer == Layer::CgroupMemory && r.is_enforced())
+        );
         // The hierarchy goes away between planning and making.
         fs::remove_dir(&base).unwrap();
         let err = cg.make_pending().unwrap_err();

@@ -57,8 +57,18 @@ impl HostUser {
 }
 
 /// The highest capability number the kernel knows.
+/// Reads a /proc or /sys file whole. Those files report a size of 0, so std's reads would
+/// start at 32 bytes and double, and the kernel generates the file again for every read
+/// (eight reads of `/proc/self/mountinfo` on a small host); one buffer takes it in one.
+pub fn read_kernel_file(path: impl AsRef<Path>) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::with_capacity(16 * 1024);
+    fs::File::open(path)?.read_to_string(&mut text)?;
+    Ok(text)
+}
+
 pub fn cap_last_cap() -> u32 {
-    fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+    read_kernel_file("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(63)
@@ -67,7 +77,7 @@ pub fn cap_last_cap() -> u32 {
 /// Whether this process may create a user namespace, and why not. A cheap reading of the
 /// sysctls; the clone itself is the final word.
 pub fn user_namespaces() -> Result<(), String> {
-    let read = |p: &str| fs::read_to_string(p).ok().map(|s| s.trim().to_string());
+    let read = |p: &str| read_kernel_file(p).ok().map(|s| s.trim().to_string());
     if read("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
         return Err("user.max_user_namespaces is 0".into());
     }

@@ -29,7 +29,7 @@ use crate::child::{self, ChildPlan, ExecArrays, Msg, kind, stage};
 use crate::host::{self, HostUser};
 use crate::landlock::{self as ll, FsRule, LandlockSupport, NetRules};
 use crate::layer::{Degraded, Layer, LayerReport, LayerStatus};
-use crate::mounts::{self, Bind, Kind, MountInputs};
+use crate::mounts::{self, Bind, Kind, MountInputs, MountOp};
 use crate::seccomp::{self, SeccompOptions};
 use crate::sys;
 
@@ -174,7 +174,6 @@ pub struct Jail {
     plan: ChildPlan,
     exec: ExecArrays,
     slots: Vec<RawFd>,
-    mount_ops: Vec<String>,
     _landlock: Option<OwnedFd>,
     /// Where the egress bridge's listening socket goes when init hands it over.
     egress: Option<std::sync::mpsc::Sender<OwnedFd>>,
@@ -880,7 +879,6 @@ impl Jail {
             us = t_prep.elapsed().as_micros() as u64,
             "prepare: before mounts"
         );
-        let mount_descriptions = mount_ops.iter().map(|o| o.describe()).collect();
 
         let stdio_raw = [0, 1, 2].map(|i| config.stdio[i].as_ref().map(|f| f.as_raw_fd()));
         let plan = ChildPlan {
@@ -929,7 +927,6 @@ impl Jail {
             id,
             exec,
             slots: vec![-1; slots],
-            mount_ops: mount_descriptions,
             plan,
             _landlock: landlock_fd,
             cgroup,
@@ -1138,9 +1135,10 @@ impl Jail {
         if st >= stage::MOUNT_BASE {
             let i = (st - stage::MOUNT_BASE) as usize;
             return self
-                .mount_ops
+                .plan
+                .mounts
                 .get(i)
-                .cloned()
+                .map(MountOp::describe)
                 .unwrap_or_else(|| "set up the filesystem".into());
         }
         stage::describe(st).to_string()

@@ -434,7 +434,12 @@ mod tests {
                 if let Some(x32) = spec.x32_action {
                     let guard = [
                         bpf_stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 0),
-                        bpf_stmt(libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K, 0, 1, 0x4000_0000),
+                        bpf_stmt(
+                            libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K,
+                            0,
+                            1,
+                            0x4000_0000,
+                        ),
                         bpf_stmt(libc::BPF_RET | libc::BPF_K, 0, 0, x32),
                     ];
                     prog.splice(3..3, guard);
@@ -498,14 +503,18 @@ mod tests {
             let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
             let pick = |rng: &mut XorShift| {
                 let r = rng.next();
-                if r % 4 == 0 {
+                if r.is_multiple_of(4) {
                     rng.next()
                 } else {
                     interesting[(r >> 8) as usize % interesting.len()]
                 }
             };
             let mut nrs: Vec<u32> = (0..1024).collect();
-            nrs.extend([0x4000_0000, 0x4000_0001, 0x4000_0000 | libc::SYS_ioctl as u32]);
+            nrs.extend([
+                0x4000_0000,
+                0x4000_0001,
+                0x4000_0000 | libc::SYS_ioctl as u32,
+            ]);
             nrs.extend([u32::MAX, 0x8000_0000]);
             for nr in nrs {
                 let listed = spec.entries.get(&nr).is_some_and(|e| !e.rules.is_empty());
@@ -517,7 +526,7 @@ mod tests {
                         std::array::from_fn(|_| pick(&mut rng))
                     };
                     for arch in [AUDIT_ARCH, 0x4000_0003, 0] {
-                        let a = combined(&[ours.clone()], nr, arch, args);
+                        let a = combined(std::slice::from_ref(&ours), nr, arch, args);
                         let b = combined(&theirs, nr, arch, args);
                         assert_eq!(
                             a, b,
@@ -616,15 +625,13 @@ mod tests {
                 crate::sys::seccomp_filter(&prog).map_err(|_| 11)?;
                 // SAFETY: plain system calls with no pointers.
                 let r = unsafe { libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUSER) };
-                if r != -1 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EPERM)
-                {
+                if r != -1 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EPERM) {
                     return Err(12);
                 }
                 // SAFETY: as above; clone3 with a null argument would fault, but the filter
                 // answers before the kernel reads it.
                 let r = unsafe { libc::syscall(libc::SYS_clone3, 0usize, 0usize) };
-                if r != -1 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS)
-                {
+                if r != -1 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS) {
                     return Err(13);
                 }
                 // SAFETY: no arguments.

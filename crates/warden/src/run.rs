@@ -147,6 +147,12 @@ fn usage(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 pub fn main(args: RunArgs) -> ExitCode {
+    let since_main = || {
+        crate::STARTED
+            .get()
+            .map_or(0, |t| t.elapsed().as_micros() as u64)
+    };
+    tracing::debug!(since_main_us = since_main(), "arguments parsed");
     if args.setsid
         && let Err(e) = warden_jail::sys::setsid()
     {
@@ -232,6 +238,7 @@ pub fn main(args: RunArgs) -> ExitCode {
         egress,
     };
     let t0 = std::time::Instant::now();
+    tracing::debug!(since_main_us = since_main(), "preparing");
     let prepared = Jail::prepare(config);
     tracing::debug!(elapsed_us = t0.elapsed().as_micros() as u64, "prepared");
     let jail = match prepared {
