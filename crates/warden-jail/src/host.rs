@@ -56,7 +56,6 @@ impl HostUser {
     }
 }
 
-/// The highest capability number the kernel knows.
 /// Reads a /proc or /sys file whole. Those files report a size of 0, so std's reads would
 /// start at 32 bytes and double, and the kernel generates the file again for every read
 /// (eight reads of `/proc/self/mountinfo` on a small host); one buffer takes it in one.
@@ -67,6 +66,7 @@ pub fn read_kernel_file(path: impl AsRef<Path>) -> std::io::Result<String> {
     Ok(text)
 }
 
+/// The highest capability number the kernel knows.
 pub fn cap_last_cap() -> u32 {
     read_kernel_file("/proc/sys/kernel/cap_last_cap")
         .ok()

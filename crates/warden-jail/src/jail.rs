@@ -238,6 +238,32 @@ fn canonical_existing(field: &str, path: &Path) -> Result<PathBuf, JailError> {
 /// not there). One open, one stat and one readlink, instead of a readlink per component.
 fn resolve_existing(path: &Path) -> Option<(PathBuf, Kind)> {
     use std::os::unix::fs::OpenOptionsExt;
+    use std::path::Component;
+    // Most blocklist paths hold no symlink, `.` or `..`: then the path is its own canonical
+    // form, which an open that refuses symlinks proves without asking /proc.
+    if path.is_absolute()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+    {
+        use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
+        match openat2(nix::fcntl::AT_FDCWD, path, how) {
+            Ok(fd) => {
+                let kind = match nix::sys::stat::fstat(&fd) {
+                    Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => Kind::Dir,
+                    Ok(_) => Kind::File,
+                    Err(_) => return None,
+                };
+                return Some((path.components().collect(), kind));
+            }
+            Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) => return None,
+            // A symlink on the way (ELOOP), or a kernel without openat2: the general way.
+            Err(_) => {}
+        }
+    }
     let f = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_PATH)
@@ -1782,4 +1808,39 @@ fn relay_master(master: &OwnedFd, to_master: &mut Vec<u8>) -> bool {
 fn drain_master(master: &OwnedFd) {
     let mut none = Vec::new();
     relay_master(master, &mut none);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_existing_gives_the_canonical_path_and_kind() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(tmp.path()).unwrap();
+        fs::create_dir(root.join("dir")).unwrap();
+        fs::write(root.join("dir/file"), "x").unwrap();
+        std::os::unix::fs::symlink(root.join("dir"), root.join("link-dir")).unwrap();
+        std::os::unix::fs::symlink("dir/file", root.join("link-file")).unwrap();
+        std::os::unix::fs::symlink(root.join("nowhere"), root.join("dangling")).unwrap();
+        let file = root.join("dir/file");
+        let dir = root.join("dir");
+        for (asked, want) in [
+            (root.join("dir/file"), Some((file.clone(), Kind::File))),
+            (root.join("dir"), Some((dir.clone(), Kind::Dir))),
+            (root.join("dir/./file"), Some((file.clone(), Kind::File))),
+            (
+                root.join("dir/../dir/file"),
+                Some((file.clone(), Kind::File)),
+            ),
+            (root.join("link-dir/file"), Some((file.clone(), Kind::File))),
+            (root.join("link-file"), Some((file.clone(), Kind::File))),
+            (root.join("link-dir"), Some((dir.clone(), Kind::Dir))),
+            (root.join("dangling"), None),
+            (root.join("missing"), None),
+            (root.join("dir/file/below"), None),
+        ] {
+            assert_eq!(resolve_existing(&asked), want, "{}", asked.display());
+        }
+    }
 }
