@@ -491,7 +491,8 @@ impl SandboxCgroup {
     /// (see [`SandboxCgroup::v1_task_files`]); an error means the sandbox must not run.
     pub fn make_pending(&mut self) -> Result<(), String> {
         for (c, path) in std::mem::take(&mut self.pending) {
-            // Listed first, so that a failure half-way still removes it.
+            // Controllers mounted together share a directory: make it once. It is listed as
+            // soon as it exists, so that a failed limit write below still removes it.
             if !self.dirs.iter().any(|d| d.path == path) {
                 match fs::create_dir(&path) {
                     Ok(()) => {}

@@ -235,7 +235,8 @@ fn canonical_existing(field: &str, path: &Path) -> Result<PathBuf, JailError> {
 }
 
 /// The canonical path and kind of an existing path, symlinks followed (a dangling one is
-/// not there). One open, one stat and one readlink, instead of a readlink per component.
+/// not there). A path with no symlink, `.` or `..` takes one `openat2` and one stat; any
+/// other, one open, one stat and one readlink, instead of a readlink per component.
 fn resolve_existing(path: &Path) -> Option<(PathBuf, Kind)> {
     use std::os::unix::fs::OpenOptionsExt;
     use std::path::Component;
@@ -1460,9 +1461,7 @@ impl Supervisor<'_> {
     /// Makes the sandbox's v1 cgroups while init sets up its mounts, hands init their
     /// `tasks` files to join, and lets it go on. An error means init must not go on.
     fn release_init(&mut self) -> Result<(), String> {
-        if !self.jail.plan.await_cgroups {
-            return Ok(());
-        }
+        // init awaits the cgroups exactly when there are some (`plan.await_cgroups`).
         let Some(cg) = self.jail.cgroup.as_mut() else {
             return Ok(());
         };

@@ -254,17 +254,9 @@ async fn the_console_runs_a_task_answers_its_approval_and_opens_a_terminal() {
         })
         .expect("the model was told of the denial");
     assert!(denied.1.contains("not from the console"), "{denied:?}");
-    let statuses: Vec<String> = api
-        .get(&format!("/v1/tasks/{id}/events"))
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == "status")
-        .map(|e| e["data"]["status"].as_str().unwrap().to_string())
-        .collect();
+    let events = api.get(&format!("/v1/tasks/{id}/events")).json();
     assert_eq!(
-        statuses,
+        support::statuses(events.as_array().unwrap()),
         [
             "QUEUED",
             "RUNNING",

@@ -237,12 +237,10 @@ async fn a_task_clones_runs_the_agent_commits_and_pushes() {
             "release"
         ]
     );
-    let statuses: Vec<&str> = events
-        .iter()
-        .filter(|e| e["kind"] == "status")
-        .map(|e| e["data"]["status"].as_str().unwrap())
-        .collect();
-    assert_eq!(statuses, ["QUEUED", "RUNNING", "SUCCEEDED"]);
+    assert_eq!(
+        support::statuses(&events),
+        ["QUEUED", "RUNNING", "SUCCEEDED"]
+    );
     assert!(
         events
             .iter()
@@ -514,14 +512,8 @@ async fn an_approval_pauses_the_task_until_a_person_answers() {
         })
         .expect("the model was told");
     assert!(denied.1.contains("not that one"), "{denied:?}");
-    let statuses: Vec<String> = w
-        .events(&id)
-        .iter()
-        .filter(|e| e["kind"] == "status")
-        .map(|e| e["data"]["status"].as_str().unwrap().to_string())
-        .collect();
     assert_eq!(
-        statuses,
+        support::statuses(&w.events(&id)),
         [
             "QUEUED",
             "RUNNING",

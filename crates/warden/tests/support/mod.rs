@@ -598,3 +598,12 @@ pub async fn git_server_with_app(repos: &Path) -> warden_server::testing_git::Gi
         .await
         .unwrap()
 }
+
+/// The statuses a task went through, in order, from its events (`/v1/tasks/{id}/events`).
+pub fn statuses(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["kind"] == "status")
+        .map(|e| e["data"]["status"].as_str().unwrap().to_string())
+        .collect()
+}
