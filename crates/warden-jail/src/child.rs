@@ -68,6 +68,10 @@ pub mod kind {
     pub const CGROUP_TASKS: u32 = 9;
     /// supervisor → init: the cgroups are ready; go on.
     pub const GO: u32 = 10;
+    /// network-namespace helper → init: the sandbox's network namespace, passed as
+    /// SCM_RIGHTS (extra: errno of bringing its loopback up, 0 if it is up); or, without a
+    /// descriptor, the stage that failed and its errno (see `crate::netns`).
+    pub const NETNS: u32 = 11;
 }
 
 /// Steps of the child's setup, for error messages. Mount operations are `MOUNT_BASE + index`.
@@ -92,6 +96,9 @@ pub mod stage {
     pub const FORK: u32 = 16;
     pub const SIGNALS: u32 = 17;
     pub const SYSFS_FALLBACK: u32 = 18;
+    pub const NETNS: u32 = 22;
+    pub const NETNS_USER: u32 = 23;
+    pub const NETNS_JOIN: u32 = 24;
     pub const MOUNT_BASE: u32 = 1000;
 
     pub fn describe(stage: u32) -> &'static str {
@@ -116,6 +123,9 @@ pub mod stage {
             FORK => "start the command",
             SIGNALS => "set up signal handling",
             SYSFS_FALLBACK => "mount sysfs (an empty /sys was mounted instead)",
+            NETNS => "create the sandbox's network namespace",
+            NETNS_USER => "enter the sandbox's user namespace to create its network namespace",
+            NETNS_JOIN => "join the sandbox's network namespace",
             _ => "set up the sandbox",
         }
     }
@@ -160,7 +170,10 @@ pub struct ChildPlan {
     /// Where to look for the program, in order.
     pub exec_candidates: Vec<CString>,
     pub parent_pid: libc::pid_t,
-    pub bring_up_loopback: bool,
+    /// The sandbox gets a network namespace of its own (false: the host's network). The
+    /// supervisor's helper makes it and brings its loopback up (`crate::netns`); init joins
+    /// it at `MountOp::EnterNetns`.
+    pub own_netns: bool,
     /// A port on the sandbox's loopback to listen on and hand to the supervisor (0: none).
     pub egress_port: u16,
     /// `uid_map` and `gid_map` lines ("<id> <id> 1"), written by the child itself.
@@ -271,8 +284,13 @@ pub fn init_main(plan: &ChildPlan, exec: &ExecArrays, slots: &mut [RawFd], ctrl:
     }
     install_stdio(plan, ctrl);
 
+    let mut setup = Setup::default();
     if plan.full {
         for (i, op) in plan.mounts.iter().enumerate() {
+            if *op == MountOp::EnterNetns {
+                await_setup(ctrl, &mut setup, |s| s.netns);
+                continue;
+            }
             if let Err((e, warn)) = apply_mount(op, slots) {
                 let stage = stage::MOUNT_BASE + i as u32;
                 if warn {
@@ -285,7 +303,7 @@ pub fn init_main(plan: &ChildPlan, exec: &ExecArrays, slots: &mut [RawFd], ctrl:
     }
     // The supervisor makes the cgroups while the mounts above are set up.
     if plan.await_cgroups {
-        join_cgroups(ctrl);
+        await_setup(ctrl, &mut setup, |s| s.go);
     }
     if plan.full {
         // A cgroup namespace rooted at the sandbox's own cgroup (joined above, or at clone).
@@ -293,11 +311,6 @@ pub fn init_main(plan: &ChildPlan, exec: &ExecArrays, slots: &mut [RawFd], ctrl:
             send(ctrl, kind::WARN, stage::CGROUP_NS, e);
         }
         sys::sethostname(b"warden").or_fail(ctrl, stage::HOSTNAME);
-        if plan.bring_up_loopback
-            && let Err(e) = sys::loopback_up()
-        {
-            send(ctrl, kind::WARN, stage::LOOPBACK, e);
-        }
         // The egress bridge: listen inside the sandbox's own network namespace and hand the
         // socket to the supervisor, whose proxy accepts the sandbox's connections from it.
         if plan.egress_port != 0 {
@@ -392,21 +405,48 @@ pub fn init_main(plan: &ChildPlan, exec: &ExecArrays, slots: &mut [RawFd], ctrl:
     reap_loop(plan, command, &set, ctrl)
 }
 
-/// Moves init into each v1 cgroup whose `tasks` file the supervisor sends (writing "0" moves
-/// the calling thread alone, which skips the global lock moving a process takes), until the
-/// supervisor's go-ahead. If the supervisor gives up instead, init exits.
-fn join_cgroups(ctrl: RawFd) {
+/// What init has received from the supervisor's side so far.
+#[derive(Debug, Default)]
+struct Setup {
+    /// The supervisor's go-ahead: the cgroups are made (and joined).
+    go: bool,
+    /// The sandbox's network namespace is joined.
+    netns: bool,
+}
+
+/// Handles the supervisor's side of the setup until `done`: joins each v1 cgroup whose
+/// `tasks` file the supervisor sends (writing "0" moves the calling thread alone, which skips
+/// the global lock moving a process takes), notes the go-ahead, and joins the network
+/// namespace the helper sends, or fails with the helper's failure. The messages come in any
+/// order. If the supervisor gives up instead, init exits.
+fn await_setup(ctrl: RawFd, setup: &mut Setup, done: fn(&Setup) -> bool) {
     let mut buf = [0u8; Msg::SIZE];
-    loop {
+    while !done(setup) {
         match sys::recv_msg(ctrl, &mut buf) {
             Ok((n, fd)) => {
                 let msg = Msg::from_bytes(&buf[..n]);
-                match (msg.map(|m| m.kind), fd) {
-                    (Some(kind::CGROUP_TASKS), Some(fd)) => {
+                match (msg, fd) {
+                    (Some(m), Some(fd)) if m.kind == kind::CGROUP_TASKS => {
                         sys::write_all(fd, b"0").or_fail(ctrl, stage::CGROUP);
                         sys::close(fd);
                     }
-                    (Some(kind::GO), None) => return,
+                    (Some(m), None) if m.kind == kind::GO => setup.go = true,
+                    (Some(m), Some(fd)) if m.kind == kind::NETNS && !setup.netns => {
+                        sys::setns(fd, libc::CLONE_NEWNET).or_fail(ctrl, stage::NETNS_JOIN);
+                        sys::close(fd);
+                        setup.netns = true;
+                        if m.extra != 0 {
+                            send(ctrl, kind::WARN, stage::LOOPBACK, m.extra);
+                        }
+                    }
+                    // The helper could not make the namespace: a start without it is refused.
+                    (Some(m), None) if m.kind == kind::NETNS => {
+                        let st = match m.stage {
+                            stage::NETNS | stage::NETNS_USER => m.stage,
+                            _ => stage::NETNS,
+                        };
+                        fail(ctrl, st, if m.value > 0 { m.value } else { libc::EPROTO })
+                    }
                     // End of file: the supervisor could not make the cgroups.
                     (None, None) if n == 0 => sys::exit_now(125),
                     (_, fd) => {
@@ -578,6 +618,8 @@ fn apply_mount(op: &MountOp, slots: &mut [RawFd]) -> Result<(), (i32, bool)> {
             sys::write_file(path, value.to_bytes()).map_err(|e| (e, true))
         }
         MountOp::Unlink { path } => missing_ok(sys::unlink(path)),
+        // Handled by init_main, which waits for the namespace there.
+        MountOp::EnterNetns => Ok(()),
     }
 }
 

@@ -30,6 +30,7 @@ use crate::host::{self, HostUser};
 use crate::landlock::{self as ll, FsRule, LandlockSupport, NetRules};
 use crate::layer::{Degraded, Layer, LayerReport, LayerStatus};
 use crate::mounts::{self, Bind, Kind, MountInputs, MountOp};
+use crate::netns;
 use crate::seccomp::{self, SeccompOptions};
 use crate::sys;
 
@@ -178,7 +179,7 @@ pub struct Jail {
     /// Where the egress bridge's listening socket goes when init hands it over.
     egress: Option<std::sync::mpsc::Sender<OwnedFd>>,
     /// The stack init starts the command on (see `ChildPlan::command_stack_top`).
-    _command_stack: Box<[u8]>,
+    _command_stack: sys::TaskStack,
     cgroup: Option<SandboxCgroup>,
     layers: Vec<LayerReport>,
     warnings: Vec<String>,
@@ -897,6 +898,7 @@ impl Jail {
                     .collect(),
                 tmp_size: fsp.tmp_size.bytes(),
                 var_run_is_dir,
+                own_netns: !host_net,
             });
             (plan.ops, plan.slots)
         } else {
@@ -935,7 +937,7 @@ impl Jail {
             } else {
                 nix::unistd::getpid().as_raw()
             },
-            bring_up_loopback: full && !host_net,
+            own_netns: full && !host_net,
             egress_port,
             uid_map: CString::new(format!("{0} {0} 1\n", user.uid)).expect("digits"),
             gid_map: CString::new(format!("{0} {0} 1\n", user.gid)).expect("digits"),
@@ -945,9 +947,10 @@ impl Jail {
         };
         let exec = ExecArrays::new(&plan);
         let retry = full.then(|| Box::new(config.clone_without_stdio()));
-        let mut command_stack = vec![0u8; 64 * 1024].into_boxed_slice();
+        let command_stack = sys::TaskStack::new()
+            .map_err(|e| JailError::Host(format!("cannot map a stack for the command: {e}")))?;
         let mut plan = plan;
-        plan.command_stack_top = (command_stack.as_mut_ptr() as usize + command_stack.len()) & !0xf;
+        plan.command_stack_top = command_stack.top();
         Ok(Jail {
             egress: config.egress.as_ref().map(|b| b.listener.clone()),
             _command_stack: command_stack,
@@ -1041,17 +1044,14 @@ impl Jail {
             SockFlag::SOCK_CLOEXEC,
         )
         .map_err(|e| JailError::Host(format!("cannot create the control socket: {e}")))?;
-        let host_net = !self.plan.bring_up_loopback;
+        // The network namespace is not made here but beside init, by a helper (netns.rs):
+        // making it is the slowest part of the clone.
         let flags = if self.plan.full {
-            let mut f = libc::CLONE_NEWUSER
+            (libc::CLONE_NEWUSER
                 | libc::CLONE_NEWPID
                 | libc::CLONE_NEWNS
                 | libc::CLONE_NEWIPC
-                | libc::CLONE_NEWUTS;
-            if !host_net {
-                f |= libc::CLONE_NEWNET;
-            }
-            f as u64
+                | libc::CLONE_NEWUTS) as u64
         } else {
             0
         };
@@ -1125,6 +1125,7 @@ impl Jail {
         for s in &mut self.stdio {
             s.take();
         }
+        let own_netns = self.plan.own_netns;
         let mut sup = Supervisor {
             jail: self,
             pidfd,
@@ -1134,12 +1135,33 @@ impl Jail {
             tty,
             init_exiting: false,
         };
+        // The network namespace is made beside init's mounts and our cgroups.
+        let helper = if own_netns {
+            match netns::Helper::spawn(sup.pidfd.as_raw_fd(), sup.ctrl.as_raw_fd()) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    // Dropping the supervisor kills init and waits for it.
+                    drop(sup);
+                    return Err(JailError::Host(format!(
+                        "cannot start the task that makes the sandbox's network namespace: {e}"
+                    )));
+                }
+            }
+        } else {
+            None
+        };
         if let Err(e) = sup.release_init() {
-            // Dropping the supervisor kills init and waits for it.
+            drop(helper);
             drop(sup);
             return Err(JailError::Host(format!(
                 "cannot set up the sandbox's cgroups: {e}"
             )));
+        }
+        // It either passed the namespace to init or told init why not (init then fails and
+        // reports it); anything else leaves init waiting, so the start fails here.
+        if let Some(Err(e)) = helper.map(netns::Helper::wait) {
+            drop(sup);
+            return Err(JailError::Host(e));
         }
         let result = sup.supervise();
         tracing::debug!(
@@ -1256,15 +1278,19 @@ impl Cleanup {
             dirs,
             parents,
         }));
-        let stack: &'static mut [u8] = Box::leak(vec![0u8; 64 * 1024].into_boxed_slice());
         let arg = (task as *mut DetachedCleanup).cast();
         // The task starts with the hangup and interrupt signals blocked (it inherits the mask)
         // and ignores them before unblocking, so that a terminal closing as warden exits
         // cannot stop it before its handlers are set.
         let old_mask = sys::block_signals(&sys::sigset(&DETACHED_IGNORED)).ok();
-        // SAFETY: detached_cleanup only makes system calls; its argument and stack are
-        // leaked, so they stay valid for as long as the task runs.
-        let spawned = unsafe { sys::spawn_shared_memory_task(detached_cleanup, arg, stack) };
+        let spawned = sys::TaskStack::new()
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::ENOMEM))
+            .and_then(|stack| {
+                // SAFETY: detached_cleanup only makes system calls, and runs while this
+                // process exits (errno is nobody else's by then); its argument and stack are
+                // leaked, so they stay valid for as long as the task runs.
+                unsafe { sys::spawn_shared_memory_task(detached_cleanup, arg, stack.leak()) }
+            });
         if let Some(old) = old_mask {
             let _ = sys::set_signal_mask(&old);
         }

@@ -17,6 +17,7 @@ mod jail;
 pub mod landlock;
 mod layer;
 pub mod mounts;
+mod netns;
 pub mod seccomp;
 pub mod spawn;
 pub mod sys;

@@ -116,6 +116,9 @@ pub enum MountOp {
     Unlink {
         path: CString,
     },
+    /// Not a mount: join the sandbox's network namespace, which the supervisor's helper
+    /// makes meanwhile (see `crate::netns`). sysfs, mounted next, needs it.
+    EnterNetns,
 }
 
 impl MountOp {
@@ -129,6 +132,7 @@ impl MountOp {
             MountOp::Tmpfs { target, .. } => format!("mount a tmpfs at {}", s(target)),
             MountOp::Proc { target } => format!("mount procfs at {}", s(target)),
             MountOp::Sysfs { target } => format!("mount sysfs at {}", s(target)),
+            MountOp::EnterNetns => "join the sandbox's network namespace".to_string(),
             MountOp::Devpts { target } => format!("mount devpts at {}", s(target)),
             MountOp::Mkdir { path, .. } => format!("create the directory {}", s(path)),
             MountOp::Touch { path, .. } => format!("create the file {}", s(path)),
@@ -165,6 +169,8 @@ pub struct MountInputs {
     pub tmp_size: u64,
     /// /var/run is a real directory (not the usual symlink to /run) and needs its own tmpfs.
     pub var_run_is_dir: bool,
+    /// The sandbox gets its own network namespace, which init joins before sysfs.
+    pub own_netns: bool,
 }
 
 fn c(path: &Path) -> CString {
@@ -318,10 +324,6 @@ pub fn plan(inputs: &MountInputs) -> MountPlan {
         data: cs(&format!("mode=1777,size={}", inputs.tmp_size)),
     });
 
-    ops.push(MountOp::Sysfs { target: cs("/sys") });
-    for p in PROC_MASKED_DIRS {
-        ops.push(MountOp::MaskDir { target: cs(p) });
-    }
     ops.push(MountOp::Tmpfs {
         target: cs("/run"),
         flags: NOSUID_NODEV,
@@ -380,6 +382,16 @@ pub fn plan(inputs: &MountInputs) -> MountPlan {
         });
     }
 
+    // sysfs as late as it can be (before the masks), so that the network namespace it needs
+    // has been made meanwhile.
+    if inputs.own_netns {
+        ops.push(MountOp::EnterNetns);
+    }
+    ops.push(MountOp::Sysfs { target: cs("/sys") });
+    for p in PROC_MASKED_DIRS {
+        ops.push(MountOp::MaskDir { target: cs(p) });
+    }
+
     // 5. Masks last, so that nothing mounted later can uncover them.
     let mut masks = inputs.masks.clone();
     masks.sort_by_key(|(p, _)| p.components().count());
@@ -430,6 +442,7 @@ mod tests {
             ],
             tmp_size: 1 << 30,
             var_run_is_dir: false,
+            own_netns: true,
         }
     }
 
@@ -537,6 +550,39 @@ mod tests {
         i.home = Some(("/home/u".into(), HomeMode::ReadOnly));
         let p = plan(&i);
         assert!(!p.ops.iter().any(|o| target_is(o, "/home/u")));
+    }
+
+    #[test]
+    fn the_network_namespace_is_joined_right_before_sysfs_which_the_masks_follow() {
+        let mut i = inputs();
+        i.masks.push(("/sys/kernel/secret".into(), Kind::Dir));
+        let p = plan(&i);
+        let enter = position(&p.ops, |o| *o == MountOp::EnterNetns);
+        assert_eq!(
+            p.ops.iter().filter(|o| **o == MountOp::EnterNetns).count(),
+            1
+        );
+        assert!(
+            matches!(&p.ops[enter + 1], MountOp::Sysfs { target } if target.to_str() == Ok("/sys"))
+        );
+        // As late as it can be, so that the namespace has been made meanwhile: after every
+        // bind...
+        let last_attach = p
+            .ops
+            .iter()
+            .rposition(|o| matches!(o, MountOp::Attach { .. }))
+            .unwrap();
+        assert!(last_attach < enter);
+        // ...but before the masks, so that sysfs cannot cover one.
+        assert!(enter < position(&p.ops, |o| target_is(o, "/home/u/.ssh")));
+        assert!(enter < position(&p.ops, |o| target_is(o, "/sys/kernel/secret")));
+        assert!(enter < position(&p.ops, |o| target_is(o, "/sys/firmware")));
+
+        // With the host's network, nothing to join; sysfs is still mounted.
+        i.own_netns = false;
+        let p = plan(&i);
+        assert!(!p.ops.contains(&MountOp::EnterNetns));
+        assert!(p.ops.iter().any(|o| matches!(o, MountOp::Sysfs { .. })));
     }
 
     #[test]

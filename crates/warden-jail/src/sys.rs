@@ -327,22 +327,11 @@ pub fn unshare(flags: c_int) -> SysResult<()> {
     Ok(())
 }
 
-/// Brings the loopback interface up (SIOCSIFFLAGS), in the current network namespace.
-pub fn loopback_up() -> SysResult<()> {
-    // SAFETY: socket with constant arguments.
-    let sock = check_int(unsafe {
-        libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
-    })?;
-    // SAFETY: ifreq is plain data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
-    }
-    req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-    // SAFETY: SIOCSIFFLAGS reads a valid ifreq that lives across the call.
-    let r = check_int(unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS, &req as *const libc::ifreq) });
-    close(sock);
-    r.map(|_| ())
+/// Joins the namespace `fd` refers to (`nstype`: which kind it must be).
+pub fn setns(fd: RawFd, nstype: c_int) -> SysResult<()> {
+    // SAFETY: setns takes a descriptor and flags.
+    check_int(unsafe { libc::setns(fd, nstype) })?;
+    Ok(())
 }
 
 pub fn prctl(option: c_int, arg2: c_ulong) -> SysResult<c_int> {
@@ -753,23 +742,92 @@ pub fn landlock_add_path_rule(ruleset: RawFd, parent: RawFd, access: u64) -> Sys
     Ok(())
 }
 
-/// Starts `f(arg)` in a new process that shares this process's memory (`CLONE_VM`), on
-/// `stack`, without signalling its end to us. The task survives this process's exit, which
-/// is what it is for: finishing work after warden has exited, without the cost of a fork.
+/// A stack for a task started with `CLONE_VM`: an anonymous mapping, so that nothing is
+/// written (or faulted in) before the task touches it, unlike a zeroed heap buffer.
+#[derive(Debug)]
+pub struct TaskStack {
+    base: *mut c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; nothing in it is thread-bound.
+unsafe impl Send for TaskStack {}
+
+impl TaskStack {
+    pub const SIZE: usize = 64 * 1024;
+
+    pub fn new() -> io::Result<TaskStack> {
+        // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+        let base = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                Self::SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(TaskStack {
+            base,
+            len: Self::SIZE,
+        })
+    }
+
+    /// The 16-byte-aligned top (stacks grow down on every architecture warden supports).
+    pub fn top(&self) -> usize {
+        (self.base as usize + self.len) & !0xf
+    }
+
+    /// Keeps the mapping for the rest of the process's life (and of tasks sharing it).
+    pub fn leak(self) -> usize {
+        let top = self.top();
+        std::mem::forget(self);
+        top
+    }
+}
+
+impl Drop for TaskStack {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, unmapped once; its owner outlives the task using it.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+/// Starts `f(arg)` in a new process that shares this process's memory (`CLONE_VM`), on the
+/// stack whose top is `stack_top`, without signalling its end to us (reap it with
+/// [`wait_task`], or let it outlive this process, which is what the detached cleanup does:
+/// finishing work after warden has exited, without the cost of a fork).
 ///
 /// # Safety
 /// `f` may use only async-signal-safe calls (the parent keeps running and may hold any
-/// lock), `arg` and `stack` must stay valid until the task exits (leak them), and `stack`
-/// must be large enough for `f`.
+/// lock); while the parent runs on, `f` must not touch `errno` either (it is the parent's
+/// thread's variable: use rustix's raw calls). `arg` and the stack must stay valid until
+/// the task exits, and the stack must be large enough for `f`.
 pub unsafe fn spawn_shared_memory_task(
     f: extern "C" fn(*mut c_void) -> c_int,
     arg: *mut c_void,
-    stack: &'static mut [u8],
+    stack_top: usize,
 ) -> SysResult<pid_t> {
-    // The stack grows down on every architecture warden supports: pass its top, aligned.
-    let top = (stack.as_mut_ptr() as usize + stack.len()) & !0xf;
     // SAFETY: the caller guarantees f, arg and the stack (see above).
-    check_int(unsafe { libc::clone(f, top as *mut c_void, libc::CLONE_VM, arg) })
+    check_int(unsafe { libc::clone(f, stack_top as *mut c_void, libc::CLONE_VM, arg) })
+}
+
+/// Waits for a task started by [`spawn_shared_memory_task`] (which sends no signal at its
+/// end, hence `__WALL`) and returns its wait status.
+pub fn wait_task(pid: pid_t) -> SysResult<c_int> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid with a valid status pointer.
+        match check_int(unsafe { libc::waitpid(pid, &mut status, libc::__WALL) }) {
+            Ok(_) => return Ok(status),
+            Err(libc::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Sleeps for `ms` milliseconds (async-signal-safe).
