@@ -30,7 +30,10 @@ pie=$(CARGO_TARGET_DIR="$target_dir/pie" WARDEN_PIE=1 scripts/build-release.sh)
 cargo build --release -q -p warden-bench-spawn
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r), $(date -u +%Y-%m-%d)"
-echo "peers: $(bwrap --version 2>/dev/null || echo 'bwrap missing'); runsc $(runsc --version 2>/dev/null | head -1 || echo missing)"
+# (each peer's version on its own: a failing `--version` must not print twice or stop us)
+bwrap_version=$(bwrap --version 2>/dev/null || true)
+runsc_version=$(runsc --version 2>/dev/null | head -1 || true)
+echo "peers: ${bwrap_version:-bwrap missing}; ${runsc_version:-runsc missing}"
 "$target_dir/release/warden-bench-spawn" \
     --iterations "$iterations" --runsc-every 10 \
     --warden "$warden" \

@@ -382,8 +382,19 @@ pub fn plan(inputs: &MountInputs) -> MountPlan {
         });
     }
 
-    // sysfs as late as it can be (before the masks), so that the network namespace it needs
-    // has been made meanwhile.
+    // 5. Masks last, so that nothing mounted later can uncover them. sysfs comes as late as
+    // it can, so that the network namespace it needs has been made meanwhile: after the
+    // masks elsewhere, which it cannot cover, and before those at or under /sys.
+    let mut masks = inputs.masks.clone();
+    masks.sort_by_key(|(p, _)| p.components().count());
+    masks.dedup();
+    let (in_sys, elsewhere): (Vec<_>, Vec<_>) =
+        masks.into_iter().partition(|(p, _)| p.starts_with("/sys"));
+    let mask = |(path, kind): (PathBuf, Kind)| match kind {
+        Kind::File => MountOp::MaskFile { target: c(&path) },
+        Kind::Dir => MountOp::MaskDir { target: c(&path) },
+    };
+    ops.extend(elsewhere.into_iter().map(mask));
     if inputs.own_netns {
         ops.push(MountOp::EnterNetns);
     }
@@ -391,17 +402,7 @@ pub fn plan(inputs: &MountInputs) -> MountPlan {
     for p in PROC_MASKED_DIRS {
         ops.push(MountOp::MaskDir { target: cs(p) });
     }
-
-    // 5. Masks last, so that nothing mounted later can uncover them.
-    let mut masks = inputs.masks.clone();
-    masks.sort_by_key(|(p, _)| p.components().count());
-    masks.dedup();
-    for (path, kind) in masks {
-        ops.push(match kind {
-            Kind::File => MountOp::MaskFile { target: c(&path) },
-            Kind::Dir => MountOp::MaskDir { target: c(&path) },
-        });
-    }
+    ops.extend(in_sys.into_iter().map(mask));
     ops.push(MountOp::Unlink {
         path: cs(MASK_SOURCE),
     });
@@ -566,15 +567,16 @@ mod tests {
             matches!(&p.ops[enter + 1], MountOp::Sysfs { target } if target.to_str() == Ok("/sys"))
         );
         // As late as it can be, so that the namespace has been made meanwhile: after every
-        // bind...
+        // bind and every mask outside /sys...
         let last_attach = p
             .ops
             .iter()
             .rposition(|o| matches!(o, MountOp::Attach { .. }))
             .unwrap();
         assert!(last_attach < enter);
-        // ...but before the masks, so that sysfs cannot cover one.
-        assert!(enter < position(&p.ops, |o| target_is(o, "/home/u/.ssh")));
+        assert!(position(&p.ops, |o| target_is(o, "/home/u/.ssh")) < enter);
+        assert!(position(&p.ops, |o| target_is(o, "/srv/ws/.env")) < enter);
+        // ...but before the masks in /sys, so that sysfs cannot cover one.
         assert!(enter < position(&p.ops, |o| target_is(o, "/sys/kernel/secret")));
         assert!(enter < position(&p.ops, |o| target_is(o, "/sys/firmware")));
 
