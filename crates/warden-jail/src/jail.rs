@@ -1072,44 +1072,13 @@ impl Jail {
                 // SAFETY: clone3 returned a fresh pidfd that we now own.
                 unsafe { OwnedFd::from_raw_fd(pidfd) }
             }
-            Err(e)
-                if self.plan.full
-                    && matches!(
-                        e,
-                        libc::EPERM | libc::ENOSPC | libc::EINVAL | libc::EUSERS | libc::EACCES
-                    ) =>
-            {
-                let reason = format!(
-                    "the kernel refused to create namespaces: {}",
-                    nix::errno::Errno::from_raw(e)
-                );
-                let allowed = self
-                    .retry
-                    .as_ref()
-                    .is_some_and(|r| Layer::NAMESPACES.iter().all(|l| r.degraded.allows(*l)));
-                let reports: Vec<LayerReport> = Layer::NAMESPACES
-                    .iter()
-                    .map(|l| LayerReport::unavailable(*l, reason.clone()))
-                    .collect();
-                if !allowed {
-                    return Err(JailError::Unavailable(reports));
-                }
-                let mut retry = *self.retry.take().expect("checked above");
-                retry.policy.isolation = Isolation::Pod;
-                retry.stdio = std::mem::take(&mut self.stdio);
+            Err(e) if self.plan.full && refused(e) => {
                 drop(signals);
                 drop(tty);
-                let mut jail = Jail::prepare(retry)?;
-                for l in jail
-                    .layers
-                    .iter_mut()
-                    .filter(|l| Layer::NAMESPACES.contains(&l.layer))
-                {
-                    l.status = LayerStatus::Unavailable {
-                        reason: reason.clone(),
-                    };
-                }
-                return jail.run();
+                return self.namespaces_refused(format!(
+                    "the kernel refused to create namespaces: {}",
+                    nix::errno::Errno::from_raw(e)
+                ));
             }
             Err(e) => {
                 return Err(JailError::Host(format!(
@@ -1121,10 +1090,6 @@ impl Jail {
         tracing::debug!(elapsed_us = start.elapsed().as_micros() as u64, "cloned");
         drop(child_end);
         drop(v2_cgroup);
-        // The child has its copies of the command's stdio now.
-        for s in &mut self.stdio {
-            s.take();
-        }
         let own_netns = self.plan.own_netns;
         let mut sup = Supervisor {
             jail: self,
@@ -1158,10 +1123,29 @@ impl Jail {
             )));
         }
         // It either passed the namespace to init or told init why not (init then fails and
-        // reports it); anything else leaves init waiting, so the start fails here.
-        if let Some(Err(e)) = helper.map(netns::Helper::wait) {
-            drop(sup);
-            return Err(JailError::Host(e));
+        // reports it); anything else leaves init waiting, so the start fails here. A kernel
+        // that refuses the namespace is what a refused clone3 is: the same choice follows.
+        match helper.map(netns::Helper::wait) {
+            None | Some(Ok(None)) => {}
+            Some(Ok(Some((st, errno)))) if refused(errno) => {
+                // Dropping the supervisor kills init and waits for it.
+                drop(sup);
+                return self.namespaces_refused(format!(
+                    "the kernel refused to {}: {}",
+                    stage::describe(st),
+                    nix::errno::Errno::from_raw(errno)
+                ));
+            }
+            // init fails at that stage, and supervise() reports it.
+            Some(Ok(Some(_))) => {}
+            Some(Err(e)) => {
+                drop(sup);
+                return Err(JailError::Host(e));
+            }
+        }
+        // The child has its copies of the command's stdio now (kept until here for a retry).
+        for s in &mut sup.jail.stdio {
+            s.take();
         }
         let result = sup.supervise();
         tracing::debug!(
@@ -1179,6 +1163,43 @@ impl Jail {
         Ok(outcome)
     }
 
+    /// The kernel refused the sandbox's namespaces (`reason` says which and why): refuse to
+    /// run, unless every namespace layer may degrade, in which case run again in pod
+    /// isolation and say so in the namespace layers' reports.
+    fn namespaces_refused(&mut self, reason: String) -> Result<Outcome, JailError> {
+        let allowed = self
+            .retry
+            .as_ref()
+            .is_some_and(|r| Layer::NAMESPACES.iter().all(|l| r.degraded.allows(*l)));
+        if !allowed {
+            return Err(JailError::Unavailable(
+                Layer::NAMESPACES
+                    .iter()
+                    .map(|l| LayerReport::unavailable(*l, reason.clone()))
+                    .collect(),
+            ));
+        }
+        let mut retry = *self.retry.take().expect("checked above");
+        retry.policy.isolation = Isolation::Pod;
+        retry.stdio = std::mem::take(&mut self.stdio);
+        let mut jail = Jail::prepare(retry)?;
+        for l in jail
+            .layers
+            .iter_mut()
+            .filter(|l| Layer::NAMESPACES.contains(&l.layer))
+        {
+            l.status = LayerStatus::Unavailable {
+                reason: reason.clone(),
+            };
+        }
+        let names: Vec<&str> = Layer::NAMESPACES.iter().map(|l| l.name()).collect();
+        jail.warnings.push(format!(
+            "{reason}: running in pod isolation instead, WITHOUT {} (allowed by --allow-degraded)",
+            names.join(", ")
+        ));
+        jail.run()
+    }
+
     /// Describes a child setup stage for an error message.
     fn describe_stage(&self, st: u32) -> String {
         if st >= stage::MOUNT_BASE {
@@ -1192,6 +1213,14 @@ impl Jail {
         }
         stage::describe(st).to_string()
     }
+}
+
+/// Whether `errno` from making namespaces means the kernel will not (rather than a fault).
+fn refused(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::EPERM | libc::ENOSPC | libc::EINVAL | libc::EUSERS | libc::EACCES
+    )
 }
 
 impl JailConfig {

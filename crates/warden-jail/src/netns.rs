@@ -29,6 +29,7 @@
 use std::io::IoSlice;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use libc::{c_int, c_void, pid_t};
 use rustix::io::Errno;
@@ -44,6 +45,8 @@ struct Args {
     pidfd: RawFd,
     /// The supervisor's end of the control socket: what the helper sends reaches init.
     ctrl: RawFd,
+    /// The helper's failure, for the supervisor too: `stage << 32 | errno`, 0 if none.
+    failure: AtomicU64,
 }
 
 /// A running helper. Dropping it waits for the helper to end (its stack and arguments are
@@ -62,7 +65,11 @@ impl Helper {
     /// `ctrl` (the supervisor's end of the control socket).
     pub fn spawn(pidfd: RawFd, ctrl: RawFd) -> std::io::Result<Helper> {
         let stack = sys::TaskStack::new()?;
-        let args = Box::new(Args { pidfd, ctrl });
+        let args = Box::new(Args {
+            pidfd,
+            ctrl,
+            failure: AtomicU64::new(0),
+        });
         let arg = (&*args as *const Args).cast_mut().cast::<c_void>();
         // SAFETY: helper_main makes raw system calls only (rustix: no errno, no allocation,
         // no locks), on the stack we pass; the stack and the arguments are owned by the
@@ -77,11 +84,16 @@ impl Helper {
         })
     }
 
-    /// Waits for the helper to end. An error means it did not end as it should: it neither
-    /// passed the namespace nor reported a failure to init, which is then left waiting.
-    pub fn wait(mut self) -> Result<(), String> {
+    /// Waits for the helper to end. `Ok(None)`: init has the namespace. `Ok(Some((stage,
+    /// errno)))`: the helper could not make it, and told init (which fails at that stage).
+    /// An error means it did not end as it should: it neither passed the namespace nor
+    /// reported a failure to init, which is then left waiting.
+    pub fn wait(mut self) -> Result<Option<(u32, i32)>, String> {
         match self.reap() {
-            Ok(status) => judge(status),
+            Ok(status) => judge(status).map(|()| {
+                let failure = self._args.failure.load(Ordering::Acquire);
+                (failure != 0).then_some(((failure >> 32) as u32, failure as u32 as i32))
+            }),
             Err(e) => Err(format!(
                 "cannot wait for the task making the sandbox's network namespace: {}",
                 std::io::Error::from_raw_os_error(e)
@@ -131,6 +143,10 @@ extern "C" fn helper_main(arg: *mut c_void) -> c_int {
     match run(args) {
         Ok(()) => 0,
         Err((st, errno)) => {
+            args.failure.store(
+                (u64::from(st) << 32) | u64::from(errno as u32),
+                Ordering::Release,
+            );
             let msg = Msg {
                 kind: kind::NETNS,
                 stage: st,
@@ -320,7 +336,7 @@ mod tests {
         };
         let (supervisor_end, init_end) = socketpair();
         let helper = Helper::spawn(pidfd.as_raw_fd(), supervisor_end.as_raw_fd()).unwrap();
-        helper.wait().expect("the helper ends normally");
+        assert_eq!(helper.wait(), Ok(None), "the helper ends normally");
         let (msg, ns) = receive(&init_end);
         assert_eq!((msg.kind, msg.stage, msg.value), (kind::NETNS, 0, 0));
         assert_eq!(msg.extra, 0, "the loopback came up");
@@ -380,7 +396,7 @@ mod tests {
         // Not a pidfd: entering "its" user namespace fails.
         let not_a_pidfd = std::fs::File::open("/dev/null").unwrap();
         let helper = Helper::spawn(not_a_pidfd.as_raw_fd(), supervisor_end.as_raw_fd()).unwrap();
-        helper.wait().expect("a reported failure is a normal end");
+        let failure = helper.wait().expect("a reported failure is a normal end");
         let (msg, fd) = receive(&init_end);
         assert!(fd.is_none(), "no namespace with a failure");
         assert_eq!((msg.kind, msg.stage), (kind::NETNS, stage::NETNS_USER));
@@ -389,6 +405,8 @@ mod tests {
             "errno {}",
             msg.value
         );
+        // The supervisor learns the same.
+        assert_eq!(failure, Some((stage::NETNS_USER, msg.value)));
     }
 
     #[test]

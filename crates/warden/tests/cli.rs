@@ -1201,3 +1201,61 @@ fn the_standalone_proxy_refuses_bad_input_clearly() {
         text(&out.stderr)
     );
 }
+
+/// warden in a user namespace whose limit on network namespaces is 0 (a host that refuses
+/// them): the sandbox's network namespace cannot be made.
+fn warden_without_network_namespaces(ws: &Path, run_args: &[&str]) -> Output {
+    // `unshare` execs the shell, which execs warden: the pid `run` checks for leftovers is
+    // warden's.
+    let mut cmd = Command::new("unshare");
+    cmd.current_dir(ws)
+        .env_remove("WARDEN_LOG")
+        .args([
+            "--user",
+            "--map-root-user",
+            "sh",
+            "-c",
+            "echo 0 > /proc/sys/user/max_net_namespaces && exec \"$0\" \"$@\"",
+            env!("CARGO_BIN_EXE_warden"),
+        ])
+        .args(run_args);
+    run(cmd)
+}
+
+#[test]
+fn a_refused_network_namespace_is_refused_clearly_or_degrades_to_pod_isolation() {
+    let ws = tempfile::tempdir().unwrap();
+    let out = warden_without_network_namespaces(ws.path(), &["run", "--", "true"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    assert!(
+        err.contains(
+            "network-namespace: the kernel refused to create the sandbox's network namespace"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("--allow-degraded network-namespace"), "{err}");
+
+    // Every namespace layer allowed to degrade: the run goes on in pod isolation, and says so.
+    let mut args = vec!["run"];
+    for layer in [
+        "user-namespace",
+        "pid-namespace",
+        "mount-namespace",
+        "network-namespace",
+        "ipc-namespace",
+        "uts-namespace",
+    ] {
+        args.extend(["--allow-degraded", layer]);
+    }
+    args.extend(["--", "sh", "-c", "echo ran"]);
+    let out = warden_without_network_namespaces(ws.path(), &args);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(text(&out.stdout), "ran\n");
+    assert!(
+        err.contains("running in pod isolation instead, WITHOUT user-namespace"),
+        "{err}"
+    );
+    assert!(err.contains("network-namespace"), "{err}");
+}
