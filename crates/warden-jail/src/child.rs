@@ -288,6 +288,11 @@ pub fn init_main(plan: &ChildPlan, exec: &ExecArrays, slots: &mut [RawFd], ctrl:
     if plan.full {
         for (i, op) in plan.mounts.iter().enumerate() {
             if *op == MountOp::EnterNetns {
+                // The helper may still be at work: first what needs neither the namespace
+                // nor sysfs, then wait.
+                drop_bounding_set(plan, ctrl, |cap| !STILL_NEEDED.contains(&cap));
+                add_landlock_mount_rules(plan, ctrl, |path| !in_sys(path));
+                setup.early = true;
                 await_setup(ctrl, &mut setup, |s| s.netns);
                 continue;
             }
@@ -349,12 +354,13 @@ pub fn init_main(plan: &ChildPlan, exec: &ExecArrays, slots: &mut [RawFd], ctrl:
     // Landlock's signal scope then keeps the command from signalling init, which matters in
     // pod isolation, where init is no pid 1 and killing it would orphan the command's tree
     // out of reach. (init runs only this code: no exec, no capabilities, seccomp below.)
-    if let Some(fd) = plan.landlock {
-        for rule in &plan.landlock_mount_rules {
-            let parent = sys::open(&rule.path, libc::O_PATH, 0).or_fail(ctrl, stage::LANDLOCK);
-            sys::landlock_add_path_rule(fd, parent, rule.access).or_fail(ctrl, stage::LANDLOCK);
-            sys::close(parent);
-        }
+    // What was not done while waiting for the network namespace (all of it, without one).
+    if setup.early {
+        add_landlock_mount_rules(plan, ctrl, in_sys);
+        drop_bounding_set(plan, ctrl, |cap| STILL_NEEDED.contains(&cap));
+    } else {
+        add_landlock_mount_rules(plan, ctrl, |_| true);
+        drop_bounding_set(plan, ctrl, |_| true);
     }
     drop_capabilities(plan, ctrl);
     for filter in &plan.seccomp {
@@ -405,6 +411,45 @@ pub fn init_main(plan: &ChildPlan, exec: &ExecArrays, slots: &mut [RawFd], ctrl:
     reap_loop(plan, command, &set, ctrl)
 }
 
+/// Capabilities init still uses once it has the network namespace: joining it and mounting
+/// sysfs (`CAP_SYS_ADMIN`), and emptying the bounding set (`CAP_SETPCAP`). The bounding set
+/// only limits what a later `execve` may gain, so the rest of it can go earlier.
+const STILL_NEEDED: [u32; 2] = [8, 21];
+
+/// Whether a path is /sys or lies under it (mounted only once the namespace is joined).
+fn in_sys(path: &[u8]) -> bool {
+    path == b"/sys" || path.starts_with(b"/sys/")
+}
+
+/// Adds the Landlock rules on the fresh filesystems whose paths `which` selects.
+fn add_landlock_mount_rules(plan: &ChildPlan, ctrl: RawFd, which: fn(&[u8]) -> bool) {
+    let Some(fd) = plan.landlock else {
+        return;
+    };
+    for rule in plan
+        .landlock_mount_rules
+        .iter()
+        .filter(|r| which(r.path.to_bytes()))
+    {
+        let parent = sys::open(&rule.path, libc::O_PATH, 0).or_fail(ctrl, stage::LANDLOCK);
+        sys::landlock_add_path_rule(fd, parent, rule.access).or_fail(ctrl, stage::LANDLOCK);
+        sys::close(parent);
+    }
+}
+
+/// Drops the capabilities that `which` selects from the bounding set.
+fn drop_bounding_set(plan: &ChildPlan, ctrl: RawFd, which: fn(u32) -> bool) {
+    for cap in (0..=plan.cap_last).filter(|c| which(*c)) {
+        match sys::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong) {
+            Ok(_) | Err(libc::EINVAL) => {}
+            // Without CAP_SETPCAP (an unprivileged pod) the bounding set cannot shrink; with
+            // no_new_privs set and no permitted capabilities, it can never be used either.
+            Err(libc::EPERM) if !plan.full => break,
+            Err(e) => fail(ctrl, stage::CAPABILITIES, e),
+        }
+    }
+}
+
 /// What init has received from the supervisor's side so far.
 #[derive(Debug, Default)]
 struct Setup {
@@ -412,6 +457,9 @@ struct Setup {
     go: bool,
     /// The sandbox's network namespace is joined.
     netns: bool,
+    /// While waiting for it, the bounding set was emptied but for [`STILL_NEEDED`], and the
+    /// Landlock rules outside /sys were added.
+    early: bool,
 }
 
 /// Handles the supervisor's side of the setup until `done`: joins each v1 cgroup whose
@@ -680,16 +728,9 @@ fn open_pty(ctrl: RawFd, winsize: Option<(u16, u16)>) -> RawFd {
     slave
 }
 
+/// Clears the ambient set, locks the securebits and drops every capability, after
+/// [`drop_bounding_set`] has emptied the bounding set.
 fn drop_capabilities(plan: &ChildPlan, ctrl: RawFd) {
-    for cap in 0..=plan.cap_last {
-        match sys::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong) {
-            Ok(_) | Err(libc::EINVAL) => {}
-            // Without CAP_SETPCAP (an unprivileged pod) the bounding set cannot shrink; with
-            // no_new_privs set and no permitted capabilities, it can never be used either.
-            Err(libc::EPERM) if !plan.full => break,
-            Err(e) => fail(ctrl, stage::CAPABILITIES, e),
-        }
-    }
     let _ = sys::prctl(
         libc::PR_CAP_AMBIENT,
         libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
