@@ -4,13 +4,13 @@
 # release artefact is built (scripts/build-release.sh: static, not position-independent),
 # and a static position-independent build too for comparison.
 #
-#   bench/run-spawn.sh [ITERATIONS]      (default 500; runsc runs every 10th iteration)
+#   bench/run-spawn.sh [ITERATIONS]      (default 2000; runsc runs every 10th iteration)
 #
 # Needs root (or unprivileged user namespaces) and a quiet machine. Paste the Markdown table
 # it prints into bench/RESULTS.md with the date and the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-iterations=${1:-500}
+iterations=${1:-2000}
 
 missing=()
 command -v bwrap >/dev/null || missing+=(bubblewrap)

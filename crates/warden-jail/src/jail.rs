@@ -829,15 +829,7 @@ impl Jail {
                 ..
             }) = why
             {
-                for l in jail
-                    .layers
-                    .iter_mut()
-                    .filter(|l| Layer::NAMESPACES.contains(&l.layer))
-                {
-                    l.status = LayerStatus::Unavailable {
-                        reason: reason.clone(),
-                    };
-                }
+                jail.namespaces_unavailable(&reason);
             }
             return Ok(jail);
         }
@@ -1183,21 +1175,27 @@ impl Jail {
         retry.policy.isolation = Isolation::Pod;
         retry.stdio = std::mem::take(&mut self.stdio);
         let mut jail = Jail::prepare(retry)?;
-        for l in jail
-            .layers
-            .iter_mut()
-            .filter(|l| Layer::NAMESPACES.contains(&l.layer))
-        {
-            l.status = LayerStatus::Unavailable {
-                reason: reason.clone(),
-            };
-        }
+        jail.namespaces_unavailable(&reason);
         let names: Vec<&str> = Layer::NAMESPACES.iter().map(|l| l.name()).collect();
         jail.warnings.push(format!(
             "{reason}: running in pod isolation instead, WITHOUT {} (allowed by --allow-degraded)",
             names.join(", ")
         ));
         jail.run()
+    }
+
+    /// Reports every namespace layer as unavailable, for `reason` (after a fallback to pod
+    /// isolation).
+    fn namespaces_unavailable(&mut self, reason: &str) {
+        for l in self
+            .layers
+            .iter_mut()
+            .filter(|l| Layer::NAMESPACES.contains(&l.layer))
+        {
+            l.status = LayerStatus::Unavailable {
+                reason: reason.to_string(),
+            };
+        }
     }
 
     /// Describes a child setup stage for an error message.
