@@ -13,9 +13,21 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A running sandboxd, stopped as an operator would (SIGTERM), so that it removes its
+/// private temporary directory; killed only if it does not stop.
 struct Server(Child);
 impl Drop for Server {
     fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_ok() {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                if matches!(self.0.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
