@@ -292,7 +292,6 @@ pub fn init_main(plan: &ChildPlan, exec: &ExecArrays, slots: &mut [RawFd], ctrl:
                 // nor sysfs, then wait.
                 drop_bounding_set(plan, ctrl, |cap| !STILL_NEEDED.contains(&cap));
                 add_landlock_mount_rules(plan, ctrl, |path| !in_sys(path));
-                setup.early = true;
                 await_setup(ctrl, &mut setup, |s| s.netns);
                 continue;
             }
@@ -355,7 +354,7 @@ pub fn init_main(plan: &ChildPlan, exec: &ExecArrays, slots: &mut [RawFd], ctrl:
     // pod isolation, where init is no pid 1 and killing it would orphan the command's tree
     // out of reach. (init runs only this code: no exec, no capabilities, seccomp below.)
     // What was not done while waiting for the network namespace (all of it, without one).
-    if setup.early {
+    if plan.own_netns {
         add_landlock_mount_rules(plan, ctrl, in_sys);
         drop_bounding_set(plan, ctrl, |cap| STILL_NEEDED.contains(&cap));
     } else {
@@ -414,7 +413,9 @@ pub fn init_main(plan: &ChildPlan, exec: &ExecArrays, slots: &mut [RawFd], ctrl:
 /// Capabilities init still uses once it has the network namespace: joining it and mounting
 /// sysfs (`CAP_SYS_ADMIN`), and emptying the bounding set (`CAP_SETPCAP`). The bounding set
 /// only limits what a later `execve` may gain, so the rest of it can go earlier.
-const STILL_NEEDED: [u32; 2] = [8, 21];
+const STILL_NEEDED: [u32; 2] = [CAP_SETPCAP, CAP_SYS_ADMIN];
+const CAP_SETPCAP: u32 = 8;
+const CAP_SYS_ADMIN: u32 = 21;
 
 /// Whether a path is /sys or lies under it (mounted only once the namespace is joined).
 fn in_sys(path: &[u8]) -> bool {
@@ -457,9 +458,6 @@ struct Setup {
     go: bool,
     /// The sandbox's network namespace is joined.
     netns: bool,
-    /// While waiting for it, the bounding set was emptied but for [`STILL_NEEDED`], and the
-    /// Landlock rules outside /sys were added.
-    early: bool,
 }
 
 /// Handles the supervisor's side of the setup until `done`: joins each v1 cgroup whose

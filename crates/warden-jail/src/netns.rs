@@ -55,9 +55,9 @@ struct Args {
 pub struct Helper {
     pid: pid_t,
     /// What the task reads, kept alive until it has ended.
-    _args: Box<Args>,
+    args: Box<Args>,
+    /// The task's stack, until the task has been reaped.
     stack: Option<sys::TaskStack>,
-    ended: bool,
 }
 
 impl Helper {
@@ -78,9 +78,8 @@ impl Helper {
             .map_err(std::io::Error::from_raw_os_error)?;
         Ok(Helper {
             pid,
-            _args: args,
+            args,
             stack: Some(stack),
-            ended: false,
         })
     }
 
@@ -91,7 +90,7 @@ impl Helper {
     pub fn wait(mut self) -> Result<Option<(u32, i32)>, String> {
         match self.reap() {
             Ok(status) => judge(status).map(|()| {
-                let failure = self._args.failure.load(Ordering::Acquire);
+                let failure = self.args.failure.load(Ordering::Acquire);
                 (failure != 0).then_some(((failure >> 32) as u32, failure as u32 as i32))
             }),
             Err(e) => Err(format!(
@@ -102,7 +101,7 @@ impl Helper {
     }
 
     fn reap(&mut self) -> sys::SysResult<c_int> {
-        self.ended = true;
+        // Any error (ECHILD) also means the task is gone: it is our child, reaped elsewhere.
         let status = sys::wait_task(self.pid);
         // Its stack is ours again only now.
         drop(self.stack.take());
@@ -113,7 +112,7 @@ impl Helper {
 impl Drop for Helper {
     fn drop(&mut self) {
         // The arguments are freed after this, once the task has ended.
-        if !self.ended {
+        if self.stack.is_some() {
             let _ = self.reap();
         }
     }

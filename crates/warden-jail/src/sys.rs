@@ -747,7 +747,6 @@ pub fn landlock_add_path_rule(ruleset: RawFd, parent: RawFd, access: u64) -> Sys
 #[derive(Debug)]
 pub struct TaskStack {
     base: *mut c_void,
-    len: usize,
 }
 
 // SAFETY: the mapping is plain memory owned by this value; nothing in it is thread-bound.
@@ -771,15 +770,12 @@ impl TaskStack {
         if base == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(TaskStack {
-            base,
-            len: Self::SIZE,
-        })
+        Ok(TaskStack { base })
     }
 
     /// The 16-byte-aligned top (stacks grow down on every architecture warden supports).
     pub fn top(&self) -> usize {
-        (self.base as usize + self.len) & !0xf
+        (self.base as usize + Self::SIZE) & !0xf
     }
 
     /// Keeps the mapping for the rest of the process's life (and of tasks sharing it).
@@ -793,7 +789,7 @@ impl TaskStack {
 impl Drop for TaskStack {
     fn drop(&mut self) {
         // SAFETY: our own mapping, unmapped once; its owner outlives the task using it.
-        unsafe { libc::munmap(self.base, self.len) };
+        unsafe { libc::munmap(self.base, Self::SIZE) };
     }
 }
 
